@@ -1,0 +1,94 @@
+"""
+### medxiaohe_pipeline
+
+The MedXIAOHE recipe as an Airflow DAG, **derived from `dvc.yaml` at parse time**: one task
+per DVC stage, wired by DVC's own dependency graph (a stage depends on the stage whose
+output it reads). There is no second list of stages here.
+
+Each stage task runs `dvc repro --single-item <stage>`, so DVC stays the authority on what
+is up to date (`dvc.lock`, the cache): a re-run of an unchanged stage is a no-op.
+
+`open_parent_run` opens the MLflow parent run for this DAG run and hands its id to every
+stage task through the environment; each stage logs a child run under it, tagged with the
+Airflow dag_run id. `close_parent_run` tags the children with their dvc.lock hashes and
+closes the parent (it runs even when a stage failed, so the parent never stays open).
+
+Parsing imports only the standard library, PyYAML and the Airflow SDK.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from airflow.providers.standard.operators.bash import BashOperator
+from airflow.sdk import DAG, task
+from airflow.task.trigger_rule import TriggerRule
+
+PROJECT_ROOT = Path(os.environ.get("MEDX_PROJECT_ROOT", Path(__file__).resolve().parents[1]))
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+from tasks.pipeline import read_stage_graph  # noqa: E402  (needs PROJECT_ROOT on sys.path)
+
+VENV_BIN = PROJECT_ROOT / ".venv" / "bin"
+STAGE_RETRIES = int(os.environ.get("MEDX_STAGE_RETRIES", "2"))
+PARENT_XCOM = "{{ ti.xcom_pull(task_ids='open_parent_run') }}"
+
+with DAG(
+    dag_id="medxiaohe_pipeline",
+    description="MedXIAOHE recipe: DVC stages scheduled by Airflow, tracked by MLflow",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,  # DVC holds a repository lock: one pipeline execution at a time
+    doc_md=__doc__,
+    tags=["medxiaohe", "dvc", "mlflow"],
+    default_args={"retries": STAGE_RETRIES, "retry_delay": timedelta(seconds=20)},
+) as dag:
+
+    @task(retries=0)
+    def open_parent_run() -> str:
+        """Open the MLflow parent run of this DAG run; its id goes to every stage task."""
+        os.environ.setdefault("MEDX_PROJECT_ROOT", str(PROJECT_ROOT))
+        from tasks.common.config import load_params
+        from tasks.common.tracking import open_parent_run as open_run
+
+        return open_run(str(load_params().get("profile", "default")), run_name="airflow-pipeline")
+
+    @task(retries=0, trigger_rule=TriggerRule.ALL_DONE)
+    def close_parent_run(run_id: str) -> None:
+        """Tag child runs with dvc.lock hashes and close the parent (FAILED if a child failed)."""
+        os.environ.setdefault("MEDX_PROJECT_ROOT", str(PROJECT_ROOT))
+        from tasks.common.tracking import child_runs_failed, close_parent_run as close_run
+
+        close_run(run_id, "FAILED" if child_runs_failed(run_id) else "FINISHED")
+
+    graph = read_stage_graph(PROJECT_ROOT / "dvc.yaml")
+    parent = open_parent_run()
+    stage_tasks = {
+        stage: BashOperator(
+            task_id=stage,
+            bash_command=f"dvc repro --single-item {stage}",
+            cwd=str(PROJECT_ROOT),
+            env={
+                "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+                "MEDX_PROJECT_ROOT": str(PROJECT_ROOT),
+                "MEDX_MLFLOW_PARENT_RUN_ID": PARENT_XCOM,
+                "MEDX_AIRFLOW_DAG_RUN_ID": "{{ run_id }}",
+            },
+            append_env=True,
+            doc_md=f"`dvc repro --single-item {stage}` (stage `{stage}` of dvc.yaml)",
+        )
+        for stage in graph
+    }
+    for stage, upstreams in graph.items():
+        for up in upstreams:
+            stage_tasks[up] >> stage_tasks[stage]
+        if not upstreams:
+            parent >> stage_tasks[stage]
+    closing = close_parent_run(parent)
+    for t in stage_tasks.values():
+        t >> closing

@@ -1,0 +1,205 @@
+"""Atomic, deterministic I/O for stage outputs.
+
+Why atomic: DVC caches whatever sits at an output path when a stage exits. A stage killed
+half-way must never leave a half-written output behind, so every output directory is built
+under a temporary sibling and renamed into place only when the stage succeeds.
+
+Why deterministic: `dvc repro --force` twice must give identical hashes, so JSON is written
+with sorted keys, no timestamps, and records in input order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+from tasks.common.records import RecordError, rejection, validate_record
+
+
+class PathEscapeError(ValueError):
+    """A path from a manifest that would resolve outside the directory it must stay in."""
+
+
+def safe_join(root: str | os.PathLike, rel: str) -> Path:
+    """Join a manifest-provided relative path to `root`, refusing anything that escapes it."""
+    if not isinstance(rel, str) or not rel or "\x00" in rel:
+        raise PathEscapeError(f"invalid path {rel!r}")
+    if os.path.isabs(rel):
+        raise PathEscapeError(f"absolute path {rel!r} is not allowed under {root}")
+    root_real = Path(root).resolve()
+    target = (root_real / rel).resolve()
+    if target != root_real and root_real not in target.parents:
+        raise PathEscapeError(f"path {rel!r} escapes its root {root}")
+    return target
+
+
+def dumps(obj: Any) -> str:
+    """Canonical JSON: sorted keys, UTF-8, no spaces that vary."""
+    return json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write pretty, sorted JSON atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(obj, f, ensure_ascii=False, sort_keys=True, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_output_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary directory that replaces `final` only if the block succeeds."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[dict | None, dict | None]]:
+    """Yield (obj, None) for each good line, (None, rejection) for each bad one.
+
+    Bad lines (invalid UTF-8, invalid JSON) are quarantined with the file and line number;
+    blank lines are skipped since they carry no record.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            loc = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield None, rejection("invalid_utf8", str(e)[:200], locator=loc)
+                continue
+            try:
+                yield json.loads(line), None
+            except json.JSONDecodeError as e:
+                yield None, rejection("bad_json", f"{e.msg} at col {e.colno}", locator=loc)
+
+
+def iter_records(paths: list[Path]) -> Iterator[tuple[dict | None, dict | None]]:
+    """Yield validated records from JSONL shards; invalid ones come back as rejections."""
+    for path in paths:
+        for obj, rej in iter_jsonl(path):
+            if rej is not None:
+                yield None, rej
+                continue
+            try:
+                yield validate_record(obj), None
+            except RecordError as e:
+                rec = obj if isinstance(obj, dict) else None
+                yield None, rejection(e.reason, e.detail, record=rec, locator=str(path))
+
+
+def shard_paths(directory: str | os.PathLike) -> list[Path]:
+    """The JSONL shards of a `kept/` directory, in name order."""
+    return sorted(Path(directory).glob("part-*.jsonl"))
+
+
+class ShardedJsonlWriter:
+    """Write records as part-00000.jsonl, part-00001.jsonl, ... with a fixed shard size."""
+
+    def __init__(self, directory: Path, shard_size: int = 50_000):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.shard_size = shard_size
+        self.count = 0
+        self.bytes = 0
+        self._fh = None
+
+    def write(self, rec: dict) -> None:
+        if self.count % self.shard_size == 0:
+            self._roll()
+        line = dumps(rec) + "\n"
+        self._fh.write(line)
+        self.count += 1
+        self.bytes += len(line.encode("utf-8"))
+
+    def _roll(self) -> None:
+        if self._fh:
+            self._fh.close()
+        path = self.directory / f"part-{self.count // self.shard_size:05d}.jsonl"
+        self._fh = open(path, "w", encoding="utf-8")
+
+    def close(self) -> None:
+        if self._fh:
+            self._fh.close()
+            self._fh = None
+
+
+class StageSink:
+    """Where a data stage puts every record it read: `keep` it or `reject` it with a reason.
+
+    Layout under `out_dir`: kept/part-*.jsonl, rejected.jsonl. `close()` returns the
+    accounting summary and checks read == kept + rejected.
+    """
+
+    def __init__(self, out_dir: Path, *, shard_size: int = 50_000, sample_size: int = 20):
+        self.out_dir = Path(out_dir)
+        self.kept = ShardedJsonlWriter(self.out_dir / "kept", shard_size)
+        self.rejected = ShardedJsonlWriter(self.out_dir / "rejected", shard_size)
+        self.reasons: Counter[str] = Counter()
+        self.read = 0
+        self.kept_inputs = 0
+        self.input_bytes = 0
+        self.sample_size = sample_size
+        self.kept_sample: list[dict] = []
+        self.rejected_sample: dict[str, list[dict]] = {}
+
+    def count_read(self, n: int = 1, nbytes: int = 0) -> None:
+        """Count records read (call once per input record, before keep/reject)."""
+        self.read += n
+        self.input_bytes += nbytes
+
+    def keep(self, rec: dict) -> None:
+        self.keep_as([rec])
+
+    def keep_as(self, outputs: list[dict]) -> None:
+        """Keep one input record that becomes several output records (e.g. chunks)."""
+        self.kept_inputs += 1
+        for rec in outputs:
+            self.kept.write(rec)
+            if len(self.kept_sample) < self.sample_size:
+                self.kept_sample.append(rec)
+
+    def reject(self, entry: dict) -> None:
+        """`entry` comes from records.rejection(...)."""
+        self.rejected.write(entry)
+        self.reasons[entry["reason"]] += 1
+        bucket = self.rejected_sample.setdefault(entry["reason"], [])
+        if len(bucket) < self.sample_size:
+            bucket.append(entry)
+
+    def close(self, **extra: Any) -> dict:
+        self.kept.close()
+        self.rejected.close()
+        summary = {
+            "read": self.read,
+            "kept": self.kept_inputs,
+            "rejected": self.rejected.count,
+            "records_written": self.kept.count,
+            "rejected_by_reason": dict(sorted(self.reasons.items())),
+            **extra,
+        }
+        if summary["read"] != summary["kept"] + summary["rejected"]:
+            raise RuntimeError(f"accounting broken: read={summary['read']} kept={summary['kept']} "
+                               f"rejected={summary['rejected']}")
+        write_json(self.out_dir / "summary.json", summary)
+        return summary
