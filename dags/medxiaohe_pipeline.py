@@ -50,21 +50,22 @@ with DAG(
 ) as dag:
 
     @task(retries=0)
-    def open_parent_run() -> str:
+    def open_parent_run(**context) -> str:
         """Open the MLflow parent run of this DAG run; its id goes to every stage task."""
         os.environ.setdefault("MEDX_PROJECT_ROOT", str(PROJECT_ROOT))
+        os.environ["MEDX_AIRFLOW_DAG_RUN_ID"] = context["run_id"]  # tags the parent run too
         from tasks.common.config import load_params
         from tasks.common.tracking import open_parent_run as open_run
 
         return open_run(str(load_params().get("profile", "default")), run_name="airflow-pipeline")
 
     @task(retries=0, trigger_rule=TriggerRule.ALL_DONE)
-    def close_parent_run(run_id: str) -> None:
+    def close_parent_run(parent_run_id: str) -> None:
         """Tag child runs with dvc.lock hashes and close the parent (FAILED if a child failed)."""
         os.environ.setdefault("MEDX_PROJECT_ROOT", str(PROJECT_ROOT))
         from tasks.common.tracking import child_runs_failed, close_parent_run as close_run
 
-        close_run(run_id, "FAILED" if child_runs_failed(run_id) else "FINISHED")
+        close_run(parent_run_id, "FAILED" if child_runs_failed(parent_run_id) else "FINISHED")
 
     graph = read_stage_graph(PROJECT_ROOT / "dvc.yaml")
     parent = open_parent_run()

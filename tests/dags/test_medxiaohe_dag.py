@@ -76,6 +76,6 @@ def test_dag_runs_the_pipeline_for_real(tmp_path: Path):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
     assert sorted(r.data.tags["stage"] for r in children) == ["clean", "collect", "quality"]
-    assert all(r.data.tags["airflow_dag_run_id"] == result["run_id"] for r in children)
+    assert all(r.data.tags["airflow_dag_run_id"] == result["run_id"] for r in [*children, parents[0]])
     assert all(r.data.tags.get("dvc_lock_hash") for r in children)
     assert (root / "dvc.lock").exists()  # DVC stayed authoritative: it wrote the lock
