@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg, profile = load_stage_config("collect", CollectConfig, sys.argv[1:] if argv is None else argv)
     with stage_run("collect", cfg, profile) as tracker, atomic_output_dir(resolve(cfg.out_dir)) as out:
         sink = StageSink(out, shard_size=cfg.shard_size)
-        images = ImageStore(out / "images", cfg.out_dir, cfg.max_image_pixels)
+        images = ImageStore(out / "images", f"{cfg.out_dir}/images", cfg.max_image_pixels)
         try:
             per_source = collect(cfg, sink, images)
         except SourceError as e:

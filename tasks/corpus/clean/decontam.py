@@ -1,0 +1,301 @@
+"""Decontamination against every benchmark test/eval split (text n-grams and image hashes).
+
+Text: a record is contaminated when it shares one word n-gram (default 13, as in GPT-3 and
+most later decontamination work) with a benchmark item. Tokens are lower-cased runs of word
+characters, so punctuation and spacing differences do not hide a copy. Each token gets a
+stable 64-bit id (blake2b, cached per distinct token) and each n-gram a polynomial rolling
+hash over those ids computed with wrapping uint64 numpy arithmetic; the index is one sorted
+uint64 array (plus the item of each entry) searched with `np.searchsorted`, about 16 bytes
+per benchmark n-gram. Hashes are stable across processes (no Python `hash()`), so the report
+is reproducible.
+
+Boilerplate: question stems such as "which of the following is the most appropriate next step
+in management" occur in dozens of MedQA items; an n-gram shared by more than
+`max_items_per_ngram` benchmark items is benchmark boilerplate, not evidence of leakage, and
+is not indexed (a real copy of an item still shares its many item-specific n-grams).
+
+Items shorter than n tokens (most VQA-RAD questions: "Is this a CT?") are not text-indexed:
+matching them anywhere would flag every radiology text, and their leakage risk is the image,
+which is checked instead: exact sha256, or perceptual hash (imagehash.phash, 64 bits) within
+a Hamming distance, which catches re-encoded or resized copies.
+
+Malformed benchmark lines (bad JSON, missing fields) are counted per file and reported in the
+index stats instead of crashing the build; a missing benchmark file does fail, because
+decontaminating against nothing must never pass silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tasks.common.io import safe_join
+from tasks.corpus.clean.normalize import normalize_text
+
+_TOKEN = re.compile(r"\w+")
+_MULT = np.uint64(0x100000001B3)  # odd 64-bit multiplier (FNV prime) for the rolling hash
+_JSONL_BENCHMARKS = (  # (name, relative path, id field or None -> "<subject>:<line>")
+    ("medqa", "medqa/medqa_input.jsonl", "id"),
+    ("medmcqa", "medmcqa/medmcqa_input.jsonl", "id"),
+    ("mmlu_medical", "mmlu_medical/mmlu_medical_input.jsonl", None),
+)
+
+
+def tokenize(text: str, *, normalized: bool = False) -> list[str]:
+    """Lower-cased, punctuation-stripped word tokens, after the same normalization as records
+    (skipped when the caller says `text` is already normalized: it is the costly part)."""
+    return _TOKEN.findall((text if normalized else normalize_text(text)).lower())
+
+
+class TokenHasher:
+    """Stable 64-bit token ids, cached: corpora have few distinct tokens but many occurrences."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, int] = {}
+
+    def ids(self, tokens: list[str]) -> np.ndarray:
+        cache = self._cache
+        vals = list(map(cache.get, tokens))  # C-level loop; misses come back as None
+        if None in vals:
+            for i, v in enumerate(vals):
+                if v is None:
+                    t = tokens[i]
+                    v = cache.get(t)
+                    if v is None:
+                        v = cache[t] = int.from_bytes(
+                            hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "little")
+                    vals[i] = v
+        return np.array(vals, dtype=np.uint64)
+
+    def ngram_hashes(self, tokens: list[str], n: int) -> np.ndarray:
+        """uint64 hash of every n-gram (position i covers tokens[i:i+n]); empty if too short."""
+        if len(tokens) < n:
+            return np.empty(0, dtype=np.uint64)
+        ids = self.ids(tokens)
+        m = len(tokens) - n + 1
+        h = ids[:m].copy()
+        for j in range(1, n):  # uint64 arithmetic wraps modulo 2^64, which is what we want
+            h *= _MULT
+            h += ids[j:j + m]
+        return h
+
+
+def phash_int(path: str | Path) -> int:
+    """64-bit perceptual hash of an image file as an int (raises on unreadable images)."""
+    import imagehash
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return int(str(imagehash.phash(im)), 16)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Hit:
+    benchmark: str
+    item: str
+    kind: str        # text | image_sha256 | image_phash
+    evidence: str    # the shared n-gram, the sha256, or "phash_distance=<d>"
+
+
+@dataclass
+class BenchmarkIndex:
+    ngram: int = 13
+    phash_max_distance: int = 4
+    max_items_per_ngram: int = 3
+    items: list[tuple[str, str]] = field(default_factory=list, repr=False)  # (benchmark, item)
+    stats: dict = field(default_factory=dict)
+    _hashes: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64), repr=False)
+    _item_of: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32), repr=False)
+    _sha: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    _phash: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64), repr=False)
+    _phash_item: list[int] = field(default_factory=list, repr=False)
+    _hasher: TokenHasher = field(default_factory=TokenHasher, repr=False)
+
+    # ---- building -------------------------------------------------------------------------
+    @classmethod
+    def build(cls, benchmarks_dir: str | Path, *, ngram: int = 13, phash_max_distance: int = 4,
+              max_items_per_ngram: int = 3) -> "BenchmarkIndex":
+        """Index every benchmark test split under `benchmarks_dir` (see module docstring)."""
+        root = Path(benchmarks_dir)
+        idx = cls(ngram=ngram, phash_max_distance=phash_max_distance,
+                  max_items_per_ngram=max_items_per_ngram)
+        texts: list[tuple[str, str, str]] = []   # (benchmark, item, text)
+        malformed: Counter = Counter()
+        for name, rel, id_field in _JSONL_BENCHMARKS:
+            texts.extend(_read_jsonl_items(root / rel, name, id_field, malformed))
+        texts.extend(_read_pubmedqa(root / "pubmedqa", malformed))
+        vqa_texts, vqa_images = _read_vqa_rad(root / "vqa_rad", malformed)
+        texts.extend(vqa_texts)
+        idx._add_texts(texts)
+        idx._add_images(vqa_images, root / "vqa_rad" / "images")
+        idx.stats["malformed"] = dict(sorted(malformed.items()))
+        idx.stats["malformed_total"] = sum(malformed.values())
+        return idx
+
+    def _item(self, benchmark: str, item: str) -> int:
+        self.items.append((benchmark, item))
+        return len(self.items) - 1
+
+    def _add_texts(self, texts: list[tuple[str, str, str]]) -> None:
+        all_h, all_i = [], []
+        per_bench: Counter = Counter()
+        short: Counter = Counter()
+        for bench, item, text in texts:
+            per_bench[bench] += 1
+            h = np.unique(self._hasher.ngram_hashes(tokenize(text), self.ngram))
+            if not len(h):
+                short[bench] += 1
+                continue
+            all_h.append(h)
+            all_i.append(np.full(len(h), self._item(bench, item), dtype=np.int32))
+        hashes = np.concatenate(all_h) if all_h else np.empty(0, np.uint64)
+        item_of = np.concatenate(all_i) if all_i else np.empty(0, np.int32)
+        order = np.lexsort((item_of, hashes))  # by hash, then item: deterministic ties
+        hashes, item_of = hashes[order], item_of[order]
+        # Drop boilerplate: n-grams shared by more than max_items_per_ngram items.
+        uniq, counts = np.unique(hashes, return_counts=True)
+        common = uniq[counts > self.max_items_per_ngram]
+        keep = ~np.isin(hashes, common)
+        self._hashes, self._item_of = hashes[keep], item_of[keep]
+        self.stats.update({
+            "text_items": dict(sorted(per_bench.items())),
+            "text_items_too_short": dict(sorted(short.items())),
+            "ngrams_indexed": int(len(np.unique(self._hashes))),
+            "ngrams_boilerplate_dropped": int(len(common)),
+        })
+
+    def _add_images(self, images: list[tuple[str, str]], image_dir: Path) -> None:
+        """`images`: (benchmark, image file name) of test questions; one entry per image."""
+        ph, ph_item = [], []
+        missing = 0
+        for bench, name in sorted(set(images)):
+            try:
+                path = safe_join(image_dir, name)  # names come from a file
+                sha = sha256_file(path)
+                p = phash_int(path)
+            except (OSError, ValueError):
+                missing += 1
+                continue
+            i = self._item(bench, name)
+            self._sha.setdefault(sha, []).append(i)
+            ph.append(p)
+            ph_item.append(i)
+        self._phash = np.array(ph, dtype=np.uint64)
+        self._phash_item = ph_item
+        self.stats.update({"images_indexed": len(ph), "images_missing": missing})
+
+    # ---- querying -------------------------------------------------------------------------
+    def check_text(self, text: str, *, normalized: bool = False) -> list[Hit]:
+        """One Hit per benchmark item sharing an n-gram with `text` (evidence: first shared)."""
+        if not len(self._hashes) or not text:
+            return []
+        toks = tokenize(text, normalized=normalized)
+        h = self._hasher.ngram_hashes(toks, self.ngram)
+        if not len(h):
+            return []
+        pos = np.searchsorted(self._hashes, h)
+        pos_c = np.minimum(pos, len(self._hashes) - 1)
+        matched = np.flatnonzero(self._hashes[pos_c] == h)
+        hits: dict[int, Hit] = {}
+        for p in matched.tolist():
+            lo = int(pos[p])
+            hi = int(np.searchsorted(self._hashes, h[p], side="right"))
+            for item in self._item_of[lo:hi].tolist():
+                if item not in hits:
+                    bench, item_id = self.items[item]
+                    hits[item] = Hit(bench, item_id, "text", " ".join(toks[p:p + self.ngram]))
+        return [hits[k] for k in sorted(hits)]
+
+    def check_image(self, sha256: str, path: str | Path | None = None) -> list[Hit]:
+        """Hits for an image: exact sha256 match, else phash within the distance (if readable).
+
+        Raises OSError/ValueError when the phash is needed but the file cannot be read; the
+        caller decides how to count that.
+        """
+        exact = self._sha.get(sha256)
+        if exact:
+            return [Hit(*self.items[i], "image_sha256", sha256) for i in exact]
+        if path is None or not len(self._phash):
+            return []
+        p = np.uint64(phash_int(path))
+        dist = np.bitwise_count(self._phash ^ p)
+        return [Hit(*self.items[self._phash_item[j]], "image_phash", f"phash_distance={int(dist[j])}")
+                for j in np.flatnonzero(dist <= self.phash_max_distance).tolist()]
+
+
+# ---- benchmark readers (field names checked against the real files) ----------------------
+def _read_jsonl_items(path: Path, bench: str, id_field: str | None, malformed: Counter):
+    """MedQA/MedMCQA/MMLU: `question` already holds the stem and 'Answer Choices: (A) ...'."""
+    if not path.exists():
+        raise FileNotFoundError(f"benchmark file missing: {path}")
+    for lineno, obj, err in _iter_jsonl_numbered(path):
+        if err is not None or not isinstance(obj, dict) or not isinstance(obj.get("question"), str):
+            malformed[bench] += 1
+            continue
+        if id_field is not None:
+            if not isinstance(obj.get(id_field), (str, int)):
+                malformed[bench] += 1
+                continue
+            item = str(obj[id_field])
+        else:  # MMLU rows carry no id: subject + line number is stable for a given file
+            item = f"{obj.get('subject', 'mmlu')}:{lineno}"
+        yield bench, item, obj["question"]
+
+
+def _iter_jsonl_numbered(path: Path):
+    """(line number, object, error): like io.iter_jsonl, but MMLU ids need the line number."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():
+                continue
+            try:
+                yield lineno, json.loads(raw.decode("utf-8")), None
+            except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                yield lineno, None, str(e)
+
+
+def _read_pubmedqa(d: Path, malformed: Counter):
+    """PubMedQA test split: the ids of test_ground_truth.json looked up in ori_pqal.json.
+
+    Indexed text: QUESTION + CONTEXTS + LONG_ANSWER. The long answer is the abstract's
+    conclusion, i.e. the answer itself: a training document containing it leaks the label.
+    """
+    pqal = json.loads((d / "ori_pqal.json").read_text(encoding="utf-8"))
+    test_ids = json.loads((d / "test_ground_truth.json").read_text(encoding="utf-8"))
+    for pmid in sorted(test_ids):
+        row = pqal.get(pmid)
+        if not isinstance(row, dict) or not isinstance(row.get("QUESTION"), str):
+            malformed["pubmedqa"] += 1
+            continue
+        ctx = row.get("CONTEXTS") or []
+        parts = [row["QUESTION"], *(c for c in ctx if isinstance(c, str))]
+        if isinstance(row.get("LONG_ANSWER"), str):
+            parts.append(row["LONG_ANSWER"])
+        yield "pubmedqa", pmid, "\n".join(parts)
+
+
+def _read_vqa_rad(d: Path, malformed: Counter):
+    rows = json.loads((d / "testset.json").read_text(encoding="utf-8"))
+    texts, images = [], []
+    for row in rows:
+        if not isinstance(row, dict) or not isinstance(row.get("question"), str):
+            malformed["vqa_rad"] += 1
+            continue
+        texts.append(("vqa_rad", f"qid:{row.get('qid')}", row["question"]))
+        if isinstance(row.get("image_name"), str):
+            images.append(("vqa_rad", row["image_name"]))
+    return texts, images
