@@ -1,0 +1,174 @@
+"""The quality stage's logic, free of DVC/MLflow: read the clean stage's output, bootstrap the
+classifier, score every kept record, write kept/rejected/summary + model + rounds.
+
+Memory stays bounded on any corpus size: the loop only needs `BootstrapParams.pool_needed()` pool
+texts, drawn by seeded reservoir sampling in one pass; the scoring pass streams the shards again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import random
+from pathlib import Path
+from typing import Callable, Iterator, Literal
+
+from tasks.common.io import StageSink, iter_jsonl, iter_records, shard_paths, write_json
+from tasks.common.records import rejection
+from tasks.corpus.quality import classifier
+from tasks.corpus.quality.bootstrap import BootstrapParams, bootstrap
+from tasks.corpus.quality.classifier import FastTextParams
+from tasks.corpus.quality.degrade import DEFAULT_KINDS
+from tasks.corpus.quality.verifiers import LLMVerifierParams, LocalVerifierParams, Verifier
+
+# The clean stage's rule-filter reasons whose texts become seed negatives. Dedup and decontamination
+# rejections are *good* text and must not. `too_short` is left out too: the classifier only scores
+# texts that passed the length rule, so short negatives teach it length, which the rule already
+# enforces (full data, default profile: with too_short, hold-out accuracy 0.958 and 5.1% of texts
+# rejected, mostly short MedQuAD answers; without, 0.975 and 1.7%).
+RULE_REASONS = ["symbol_ratio", "digit_ratio", "dup_line_ratio", "top_ngram_ratio", "dup_ngram_ratio"]
+
+
+@dataclasses.dataclass
+class QualityConfig:
+    in_dir: str = "data/clean"
+    out_dir: str = "data/quality"
+    verifier: Literal["local", "llm"] = "local"
+    seed_size: int = 2000
+    pool_sample_per_round: int = 1000
+    holdout_size: int = 600
+    target_accuracy: float = 0.95
+    max_rounds: int = 4
+    min_rounds: int = 1
+    threshold: float = 0.5
+    min_text_chars: int = 200        # image records with less text than this pass through unscored
+    degraders: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_KINDS))
+    seed_negative_reasons: list[str] = dataclasses.field(default_factory=lambda: list(RULE_REASONS))
+    shard_size: int = 50000
+    seed: int = 0
+    fasttext: FastTextParams = dataclasses.field(default_factory=FastTextParams)
+    local_verifier: LocalVerifierParams = dataclasses.field(default_factory=LocalVerifierParams)
+    llm_verifier: LLMVerifierParams = dataclasses.field(default_factory=LLMVerifierParams)
+
+    def __post_init__(self) -> None:
+        from tasks.corpus.quality.degrade import DEGRADERS
+        unknown = sorted(set(self.degraders) - set(DEGRADERS))
+        if unknown or not self.degraders:
+            raise ValueError(f"degraders {self.degraders} must be non-empty, from {sorted(DEGRADERS)}")
+        if not 0.0 < self.threshold < 1.0 or not 0.0 < self.target_accuracy <= 1.0:
+            raise ValueError("threshold must be in (0, 1) and target_accuracy in (0, 1]")
+        if min(self.seed_size, self.holdout_size, self.pool_sample_per_round) < 2:
+            raise ValueError("seed_size, holdout_size and pool_sample_per_round must be >= 2")
+
+    def bootstrap_params(self) -> BootstrapParams:
+        return BootstrapParams(
+            seed_size=self.seed_size, pool_sample_per_round=self.pool_sample_per_round,
+            holdout_size=self.holdout_size, target_accuracy=self.target_accuracy,
+            max_rounds=self.max_rounds, min_rounds=self.min_rounds, threshold=self.threshold,
+            seed=self.seed, degraders=tuple(self.degraders), fasttext=self.fasttext)
+
+
+def passthrough(rec: dict, min_text_chars: int) -> bool:
+    """Image records with little text are kept unscored.
+
+    Why: the classifier judges text; a radiograph with a one-line caption is not low-quality text,
+    and image quality/relevance is judged by the image stages, not here.
+    """
+    return bool(rec["images"]) and len(rec["text"].strip()) < min_text_chars
+
+
+def reservoir(items: Iterator[str], k: int, rng: random.Random) -> list[str]:
+    """A uniform sample of k items in one pass (Algorithm R), deterministic given rng."""
+    out: list[str] = []
+    for n, item in enumerate(items):
+        if n < k:
+            out.append(item)
+        else:
+            j = rng.randrange(n + 1)
+            if j < k:
+                out[j] = item
+    return out
+
+
+def iter_pool_texts(kept_dir: Path, min_text_chars: int) -> Iterator[str]:
+    for rec, _ in iter_records(shard_paths(kept_dir)):
+        if rec is not None and rec["text"].strip() and not passthrough(rec, min_text_chars):
+            yield rec["text"]
+
+
+def iter_rejected_texts(rejected_dir: Path, reasons: set[str]) -> Iterator[str]:
+    for path in sorted(Path(rejected_dir).glob("part-*.jsonl")):
+        for entry, _ in iter_jsonl(path):
+            rec = (entry or {}).get("record")
+            if (entry or {}).get("reason") in reasons and isinstance(rec, dict) \
+                    and isinstance(rec.get("text"), str) and rec["text"].strip():
+                yield rec["text"]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def run(cfg: QualityConfig, in_dir: Path, out: Path, verifier_factory: Callable[[list[str]], Verifier],
+        on_round: Callable[[int, dict], None] | None = None) -> tuple[StageSink, dict]:
+    """Run the stage into `out`; returns the sink (not yet closed) and the summary extras.
+
+    `verifier_factory(pool_texts)` builds the verifier (the local one needs the pool vocabulary).
+    """
+    params = cfg.bootstrap_params()
+    pool = reservoir(iter_pool_texts(in_dir / "kept", cfg.min_text_chars), params.pool_needed(),
+                     random.Random(f"{cfg.seed}:pool"))
+    rejected = reservoir(iter_rejected_texts(in_dir / "rejected", set(cfg.seed_negative_reasons)),
+                         cfg.seed_size, random.Random(f"{cfg.seed}:rejected"))
+    verifier = verifier_factory(pool)
+    result = bootstrap(pool, rejected, params, verifier, on_round=on_round)
+    write_json(out / "rounds.json", {"rounds": result.rounds, "holdout": result.holdout,
+                                     "stop_reason": result.stop_reason,
+                                     "reached_target": result.reached_target,
+                                     "verifier": verifier.name, "verifier_stats": verifier.stats})
+    write_json(out / "verifier_failures.json", verifier.failures)
+    result.model.save_model(str(out / "quality_model.bin"))
+
+    sink = StageSink(out, shard_size=cfg.shard_size)
+    counts = {"scored": 0, "passthrough_images": 0}
+    batch: list[dict] = []
+
+    def flush() -> None:
+        for rec, s in zip(batch, classifier.scores(result.model, [r["text"] for r in batch])):
+            s = round(s, 4)
+            if s >= cfg.threshold:
+                sink.keep({**rec, "meta": {**rec["meta"], "quality_score": s}})
+            else:
+                sink.reject(rejection("low_quality", f"quality_score={s:.4f} < {cfg.threshold}",
+                                      record=rec))
+        counts["scored"] += len(batch)
+        batch.clear()
+
+    for rec, rej in iter_records(shard_paths(in_dir / "kept")):
+        sink.count_read()
+        if rej is not None:
+            flush()  # keep output order = input order
+            sink.reject(rej)
+        elif passthrough(rec, cfg.min_text_chars):
+            flush()
+            counts["passthrough_images"] += 1
+            sink.keep({**rec, "meta": {**rec["meta"], "quality_score": None}})
+        else:
+            batch.append(rec)
+            if len(batch) >= 2000:
+                flush()
+    flush()
+    last = result.rounds[-1]
+    extra = {**counts, "rounds": len(result.rounds), "final_accuracy": round(last["accuracy"], 4),
+             "final_precision": round(last["precision"], 4), "final_recall": round(last["recall"], 4),
+             "reached_target": result.reached_target, "stop_reason": result.stop_reason,
+             "verifier": verifier.name, "verifier_failed": verifier.stats.get("failed", 0),
+             "pool_sampled": len(pool), "seed_rejected_pool": len(rejected),
+             # fastText with thread=1 + seed writes a bit-identical model, so its hash is stable
+             "model_sha256": sha256_file(out / "quality_model.bin"),
+             "threshold": cfg.threshold}
+    return sink, extra
