@@ -40,6 +40,7 @@ class BootstrapParams:
     threshold: float = 0.5
     seed: int = 0
     degraders: tuple[str, ...] = DEFAULT_KINDS
+    seed_positive_min_words: int = 60
     fasttext: FastTextParams = dataclasses.field(default_factory=FastTextParams)
 
     def pool_needed(self) -> int:
@@ -110,7 +111,7 @@ def bootstrap(pool: list[str], rejected: list[str], params: BootstrapParams, ver
         raise ValueError("empty hold-out: the pool has no judgeable texts")
 
     # Round 0 seed labels.
-    pos = [t for t in seed_texts if is_seed_positive(t)]
+    pos = [t for t in seed_texts if is_seed_positive(t, min_words=params.seed_positive_min_words)]
     if not pos:
         raise ValueError(f"no seed positives among {len(seed_texts)} sampled texts")
     rng = _rng(seed, "seed-negatives")

@@ -42,6 +42,7 @@ class QualityConfig:
     min_rounds: int = 1
     threshold: float = 0.5
     min_text_chars: int = 200        # image records with less text than this pass through unscored
+    seed_positive_min_words: int = 60  # heuristic seed positives are at least this long
     degraders: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_KINDS))
     seed_negative_reasons: list[str] = dataclasses.field(default_factory=lambda: list(RULE_REASONS))
     shard_size: int = 50000
@@ -65,16 +66,19 @@ class QualityConfig:
             seed_size=self.seed_size, pool_sample_per_round=self.pool_sample_per_round,
             holdout_size=self.holdout_size, target_accuracy=self.target_accuracy,
             max_rounds=self.max_rounds, min_rounds=self.min_rounds, threshold=self.threshold,
-            seed=self.seed, degraders=tuple(self.degraders), fasttext=self.fasttext)
+            seed=self.seed, degraders=tuple(self.degraders),
+            seed_positive_min_words=self.seed_positive_min_words, fasttext=self.fasttext)
 
 
 def passthrough(rec: dict, min_text_chars: int) -> bool:
-    """Image records with little text are kept unscored.
+    """Structured records (an image, or attributes only such as DICOM headers) with little text
+    are kept unscored.
 
     Why: the classifier judges text; a radiograph with a one-line caption is not low-quality text,
     and image quality/relevance is judged by the image stages, not here.
     """
-    return bool(rec["images"]) and len(rec["text"].strip()) < min_text_chars
+    structured = bool(rec["images"]) or bool(rec["meta"].get("attributes"))
+    return structured and len(rec["text"].strip()) < min_text_chars
 
 
 def reservoir(items: Iterator[str], k: int, rng: random.Random) -> list[str]:

@@ -144,3 +144,14 @@ def test_config_from_params_yaml():
         load_stage_config("clean", CleanConfig, ["minhash.thresold=0.7"])
     with pytest.raises(ConfigError):
         load_stage_config("clean", CleanConfig, ["decontam.image_action=drop"])
+
+
+def test_attribute_only_records_are_kept_and_deduplicated_by_content(cfg, bench_index, tmp_path):
+    """DICOM headers without decodable pixels carry no text: judged by their attributes."""
+    a = make_record("dicom", "a.dcm", "", meta={"attributes": {"Modality": "CT", "Rows": 128}})
+    b = make_record("dicom", "b.dcm", "", meta={"attributes": {"Modality": "MR", "Rows": 64}})
+    a_again = make_record("dicom", "c.dcm", "", meta={"attributes": {"Modality": "CT", "Rows": 128}})
+    sink = StageSink(tmp_path)
+    clean_records([(a, None), (b, None), (a_again, None)], sink, cfg, index=bench_index)
+    summary = sink.close()
+    assert summary["kept"] == 2 and summary["rejected_by_reason"] == {"exact_duplicate": 1}
