@@ -18,7 +18,7 @@ order, hashes stable across processes.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Literal
 
@@ -58,21 +58,15 @@ class DecontamConfig:
 
 
 @dataclass
-class CleanConfig:
+class CleanConfig(filters.FilterParams):
+    """The stage config: the rule-filter thresholds (inherited from FilterParams) plus I/O,
+    dedup, chunking and decontamination settings."""
     in_dir: str = "data/collect"
     out_dir: str = "data/clean"
     shard_size: int = 50_000
-    min_chars: int = 200
     # Sources whose complete documents are legitimately short (a normal chest X-ray report is
     # ~100 chars: one in three IU-Xray reports is under 200) get their own floor.
     min_chars_by_source: dict[str, int] = field(default_factory=dict)
-    max_symbol_ratio: float = 0.10
-    max_digit_ratio: float = 0.25
-    max_dup_line_ratio: float = 0.30
-    max_top_ngram_ratios: list[float] = field(default_factory=lambda: [0.30, 0.28, 0.26])
-    repetition_min_words: int = 50
-    dup_ngram_words: int = 10
-    max_dup_ngram_ratio: float = 0.50
     minhash: MinhashConfig = field(default_factory=MinhashConfig)
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     decontam: DecontamConfig = field(default_factory=DecontamConfig)
@@ -80,12 +74,9 @@ class CleanConfig:
     seed: int = 1234
 
     def filter_params(self, source: str | None = None) -> filters.FilterParams:
-        return filters.FilterParams(
-            min_chars=self.min_chars_by_source.get(source, self.min_chars), max_symbol_ratio=self.max_symbol_ratio,
-            max_digit_ratio=self.max_digit_ratio, max_dup_line_ratio=self.max_dup_line_ratio,
-            max_top_ngram_ratios=list(self.max_top_ngram_ratios),
-            repetition_min_words=self.repetition_min_words, dup_ngram_words=self.dup_ngram_words,
-            max_dup_ngram_ratio=self.max_dup_ngram_ratio)
+        """The thresholds for one source (its own length floor, if it has one)."""
+        shared = {f.name: getattr(self, f.name) for f in fields(filters.FilterParams)}
+        return filters.FilterParams(**{**shared, "min_chars": self.min_chars_by_source.get(source, self.min_chars)})
 
     def benchmarks_path(self) -> Path:
         p = Path(self.decontam.benchmarks_dir)

@@ -39,7 +39,7 @@ class BootstrapParams:
     min_rounds: int = 1
     threshold: float = 0.5
     seed: int = 0
-    degraders: tuple[str, ...] = DEFAULT_KINDS
+    degraders: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_KINDS))
     seed_positive_min_words: int = 60
     fasttext: FastTextParams = dataclasses.field(default_factory=FastTextParams)
 

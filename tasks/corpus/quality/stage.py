@@ -17,8 +17,6 @@ from tasks.common.io import StageSink, iter_jsonl, iter_records, shard_paths, wr
 from tasks.common.records import rejection
 from tasks.corpus.quality import classifier
 from tasks.corpus.quality.bootstrap import BootstrapParams, bootstrap
-from tasks.corpus.quality.classifier import FastTextParams
-from tasks.corpus.quality.degrade import DEFAULT_KINDS
 from tasks.corpus.quality.verifiers import LLMVerifierParams, LocalVerifierParams, Verifier
 
 # The clean stage's rule-filter reasons whose texts become seed negatives. Dedup and decontamination
@@ -30,24 +28,15 @@ RULE_REASONS = ["symbol_ratio", "digit_ratio", "dup_line_ratio", "top_ngram_rati
 
 
 @dataclasses.dataclass
-class QualityConfig:
+class QualityConfig(BootstrapParams):
+    """The stage config: the bootstrap loop's parameters (inherited from BootstrapParams) plus
+    I/O, pass-through, seed negatives and the verifiers."""
     in_dir: str = "data/clean"
     out_dir: str = "data/quality"
     verifier: Literal["local", "llm"] = "local"
-    seed_size: int = 2000
-    pool_sample_per_round: int = 1000
-    holdout_size: int = 600
-    target_accuracy: float = 0.95
-    max_rounds: int = 4
-    min_rounds: int = 1
-    threshold: float = 0.5
     min_text_chars: int = 200        # image records with less text than this pass through unscored
-    seed_positive_min_words: int = 60  # heuristic seed positives are at least this long
-    degraders: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_KINDS))
     seed_negative_reasons: list[str] = dataclasses.field(default_factory=lambda: list(RULE_REASONS))
     shard_size: int = 50000
-    seed: int = 0
-    fasttext: FastTextParams = dataclasses.field(default_factory=FastTextParams)
     local_verifier: LocalVerifierParams = dataclasses.field(default_factory=LocalVerifierParams)
     llm_verifier: LLMVerifierParams = dataclasses.field(default_factory=LLMVerifierParams)
 
@@ -60,15 +49,6 @@ class QualityConfig:
             raise ValueError("threshold must be in (0, 1) and target_accuracy in (0, 1]")
         if min(self.seed_size, self.holdout_size, self.pool_sample_per_round) < 2:
             raise ValueError("seed_size, holdout_size and pool_sample_per_round must be >= 2")
-
-    def bootstrap_params(self) -> BootstrapParams:
-        return BootstrapParams(
-            seed_size=self.seed_size, pool_sample_per_round=self.pool_sample_per_round,
-            holdout_size=self.holdout_size, target_accuracy=self.target_accuracy,
-            max_rounds=self.max_rounds, min_rounds=self.min_rounds, threshold=self.threshold,
-            seed=self.seed, degraders=tuple(self.degraders),
-            seed_positive_min_words=self.seed_positive_min_words, fasttext=self.fasttext)
-
 
 def passthrough(rec: dict, min_text_chars: int) -> bool:
     """Structured records (an image, or attributes only such as DICOM headers) with little text
@@ -123,13 +103,12 @@ def run(cfg: QualityConfig, in_dir: Path, out: Path, verifier_factory: Callable[
 
     `verifier_factory(pool_texts)` builds the verifier (the local one needs the pool vocabulary).
     """
-    params = cfg.bootstrap_params()
-    pool = reservoir(iter_pool_texts(in_dir / "kept", cfg.min_text_chars), params.pool_needed(),
+    pool = reservoir(iter_pool_texts(in_dir / "kept", cfg.min_text_chars), cfg.pool_needed(),
                      random.Random(f"{cfg.seed}:pool"))
     rejected = reservoir(iter_rejected_texts(in_dir / "rejected", set(cfg.seed_negative_reasons)),
                          cfg.seed_size, random.Random(f"{cfg.seed}:rejected"))
     verifier = verifier_factory(pool)
-    result = bootstrap(pool, rejected, params, verifier, on_round=on_round)
+    result = bootstrap(pool, rejected, cfg, verifier, on_round=on_round)  # cfg is a BootstrapParams
     write_json(out / "rounds.json", {"rounds": result.rounds, "holdout": result.holdout,
                                      "stop_reason": result.stop_reason,
                                      "reached_target": result.reached_target,
