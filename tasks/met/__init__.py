@@ -1,0 +1,1 @@
+"""Medical Entity Tree (paper §3.2): entity extraction, tree construction, mapping."""
