@@ -1,0 +1,80 @@
+"""Stage `entity_map`: map the corpus onto the Medical Entity Tree, measure coverage, balance
+(paper §3.2.2 "Aho-Corasick mapping" and §3.2.3 "Quantitative Evaluation of Knowledge Coverage").
+
+Run:   python -m tasks.entity_map [key=value ...]   (e.g. temperature=0.7 amcs.max_terms=2000 amcs.enabled=false)
+DVC:   dvc repro entity_map
+
+What:
+1. loads and validates data/entity_tree/tree.json (tasks.met.tree_model.load_tree: a cycle or any other
+   defect stops the stage with the list of problems, before anything is scanned);
+2. builds one pyahocorasick automaton from the tree's entities (norm + surface name, casefolded,
+   non-word characters folded to spaces; hits start and end at word boundaries, leftmost-longest and
+   non-overlapping -- see tasks/met/map_automaton.py) and scans every corpus document of
+   data/quality/kept once: doc_hits/part-*.jsonl ({doc_id, source, hits: [{norm, node, start, end}]},
+   offsets into the record's text, end exclusive), frequencies.json (per entity: mentions, docs; per
+   tree node: mentions and docs aggregated up the ancestors), long_tail.png (rank-frequency, log-log);
+3. balancing: balanced_manifest.jsonl ({doc_id, weight, n_entities}, sorted by doc_id) with tempered
+   inverse-frequency weights w_d = mean_{e in d} freq(e)^-T, scaled to average 1 (docs without
+   entities: 1); balance.json: Gini and entropy of the entity distribution before and after weighting;
+   sparse_domains.json: the bottom-N category nodes by documents, to guide collection;
+4. AMCS coverage exactly as Eq. (1) -- mean over A of the max cosine similarity of MiniLM embeddings
+   of normalised (casefold, whitespace-collapsed) entity strings -- forward AMCS(A, Ref) and backward
+   AMCS(Ref, A), Ref = the tree's entities, A in {DOID, MeSH 2017, ICD-10-CM, HPO, benchmark-question
+   entities}: amcs.json + amcs.md (the paper's Table 2 layout). Each A is a seeded sample of at most
+   amcs.max_terms terms (CPU budget; the full size is reported beside it). Benchmark-question entities
+   are the MeSH/DOID terms found in the benchmark question texts by an automaton built from those
+   vocabularies, not from the tree (scanning with the tree's automaton would give forward 1.0 by
+   construction).
+
+Accounting: the unit is the corpus document. Every valid document is kept -- a document without
+entity hits is still training data and appears in the manifest with weight 1 -- so only
+input lines that are not valid records are rejected (bad_json, invalid_utf8, missing_field, ...);
+docs_without_hits is reported beside read == kept + rejected. summary.json holds the counts.
+
+MLflow: read/kept/rejected, hits, distinct entities, docs with/without hits, scan MB/s, Gini/entropy
+before/after, amcs.forward.<vocab>, amcs.backward.<vocab>, timings; artifacts amcs.md, long_tail.png,
+sparse_domains.json, balance.json.
+
+Why: Aho-Corasick makes the scan O(corpus) regardless of dictionary size (bench/bench_entity_map.py
+measures it against bare `iter_long`); balancing by weights rather than by dropping/duplicating
+documents keeps the corpus intact and lets the training stage pick its own sampler.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from tasks.common.config import load_stage_config, resolve
+from tasks.common.io import atomic_output_dir
+from tasks.common.tracking import stage_run
+from tasks.met.map_stage import EntityMapConfig, run
+
+ARTIFACTS = ("amcs.md", "amcs.json", "long_tail.png", "sparse_domains.json", "balance.json")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    cfg, profile = load_stage_config("entity_map", EntityMapConfig, sys.argv[1:] if argv is None else argv)
+    with stage_run("entity_map", cfg, profile) as tracker, atomic_output_dir(resolve(cfg.out_dir)) as out:
+        summary = run(cfg, out)
+        timings = summary.pop("_timings")
+        # MB/s from the scan timings (log_summary's input_bytes would divide by the AMCS time too)
+        tracker.log_summary(summary)
+        metrics = {"docs": summary["read"], "input_mb": summary["text_bytes"] / 1e6, **timings}
+        for vocab, row in summary["amcs"].items():
+            metrics[f"amcs.forward.{vocab}"] = row["forward"]
+            metrics[f"amcs.backward.{vocab}"] = row["backward"]
+            metrics[f"amcs.size.{vocab}"] = row["size"]
+        tracker.log_metrics(metrics)
+        for name in ARTIFACTS:
+            if (out / name).exists():
+                tracker.log_artifact(out / name, "entity_map")
+    amcs = " ".join(f"{v}={r['forward']:.2f}/{r['backward']:.2f}" for v, r in summary["amcs"].items())
+    print(f"entity_map: read={summary['read']} kept={summary['kept']} rejected={summary['rejected']} "
+          f"hits={summary['hits']} entities_hit={summary['distinct_entities_hit']} "
+          f"no_hits={summary['docs_without_hits']} scan={timings['scan_mb_per_s']:.1f} MB/s "
+          f"gini {summary['gini_before']:.3f}->{summary['gini_after']:.3f} amcs(fwd/bwd) {amcs}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()
