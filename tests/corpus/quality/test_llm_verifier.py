@@ -42,7 +42,7 @@ def test_llm_verifier_constrained_json(local_llm_quality, medquad):
         check_accounting(v, labels, len(batch))
         # grammar-constrained decoding: every reply parses on the first try
         assert v.stats["parsed_first"] == len(batch)
-        assert client.stats["requests"] == len(batch)
+        assert client.stats["requests"] - client.stats["retries"] == len(batch)
         again = LLMVerifier(client, LLMVerifierParams(max_chars=300)).verify(batch)
         assert again == labels and client.stats["cache_hits"] == len(batch)   # re-run is free
 
@@ -55,8 +55,9 @@ def test_llm_verifier_free_text_records_failures(local_llm_quality, medquad):
         labels = v.verify(batch)
         check_accounting(v, labels, len(batch))
         repaired = len(batch) - v.stats["parsed_first"]
-        # one repair turn per unparseable first reply, never more
-        assert client.stats["requests"] == len(batch) + repaired
+        # one repair turn per unparseable first reply, never more (transport retries, e.g. a
+        # timeout on a loaded machine, are attempts of the same request)
+        assert client.stats["requests"] - client.stats["retries"] == len(batch) + repaired
         assert v.stats["parsed_after_repair"] + v.stats["parse_failures"] == repaired
 
 
