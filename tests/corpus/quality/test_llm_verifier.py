@@ -8,6 +8,7 @@ import json
 import random
 
 import pytest
+from scripted_endpoint import scripted
 
 from tasks.corpus.quality.degrade import DEGRADERS
 from tasks.corpus.quality.verifiers import LLMVerifier, LLMVerifierParams
@@ -88,11 +89,6 @@ def test_stage_with_llm_verifier_on_local_server(clean_dir, tmp_path):
 def test_repair_turn_and_failures_are_recorded(tmp_path):
     """Scripted replies from a real HTTP endpoint (stdlib, 127.0.0.1) drive every branch: parsed
     first, parsed after the repair turn, unparseable twice, request failed."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    from tasks.llm.client import LLMConfig
-
     def reply_for(messages: list[dict]) -> tuple[int, str]:
         text = messages[1]["content"]
         if "TEXT-ERR" in text:
@@ -101,33 +97,9 @@ def test_repair_turn_and_failures_are_recorded(tmp_path):
             return 200, '{"label": "low"}' if "TEXT-OK" in text else "I think it is fine."
         return 200, 'Sure: {"label": "high"}' if "TEXT-FIX" in text else "no idea"
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            status, content = reply_for(body["messages"])
-            data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                               "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                                   "role": "assistant", "content": content}}]}
-                              if status == 200 else {"error": {"message": "bad"}}).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        cfg = LLMConfig(model="m", cache_dir=str(tmp_path / "cache"), max_retries=0)
-        with LLMClient(cfg, base_url=f"http://127.0.0.1:{httpd.server_address[1]}/v1") as client:
-            v = LLMVerifier(client, LLMVerifierParams(constrained_json=False))
-            labels = v.verify(["TEXT-OK a", "TEXT-FIX b", "TEXT-BAD c", "TEXT-ERR d"])
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with scripted(reply_for, tmp_path) as (client, _):
+        v = LLMVerifier(client, LLMVerifierParams(constrained_json=False))
+        labels = v.verify(["TEXT-OK a", "TEXT-FIX b", "TEXT-BAD c", "TEXT-ERR d"])
     assert labels == ["low", "high", None, None]
     check_accounting(v, labels, 4)
     assert v.stats["parsed_first"] == 1 and v.stats["parsed_after_repair"] == 1
