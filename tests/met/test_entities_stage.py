@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from scripted_endpoint import ScriptedEndpoint
 
 from tasks.common.io import ShardedJsonlWriter, shard_paths
 from tasks.common.records import make_record
@@ -126,50 +125,17 @@ def test_stage_refuses_missing_input_and_bad_params(tmp_path):
         stage.main([f"in_dir={tmp_path}", "min_entity_count=0"])
 
 
-class Scripted:
-    """An OpenAI-compatible endpoint on 127.0.0.1: for each `SentenceK: text` line of the prompt it
-    answers the first word of 5+ letters as a Disease; a batch containing GARBLE gets prose."""
-
-    def __init__(self):
-        self.requests = 0
-        sc = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                sc.requests += 1
-                user = body["messages"][1]["content"]
-                lines = re.findall(r"^Sentence(\d+): (.*)$", user, re.M)
-                if "GARBLE" in user:
-                    content = "I am sorry, I cannot help with that."
-                else:
-                    reply = {}
-                    for k, s in lines:
-                        words = re.findall(r"[A-Za-z]{5,}", s)
-                        reply[f"Sentence{k}"] = [f"Disease:{words[0]}"] if words else "None"
-                    content = json.dumps(reply)
-                data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                                   "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                                       "role": "assistant", "content": content}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def first_word_as_disease(messages: list[dict]) -> tuple[int, str]:
+    """For each `SentenceK: text` line of the prompt, the first word of 5+ letters as a Disease; a
+    batch containing GARBLE gets prose."""
+    user = messages[1]["content"]
+    if "GARBLE" in user:
+        return 200, "I am sorry, I cannot help with that."
+    reply = {}
+    for k, sentence in re.findall(r"^Sentence(\d+): (.*)$", user, re.M):
+        words = re.findall(r"[A-Za-z]{5,}", sentence)
+        reply[f"Sentence{k}"] = [f"Disease:{words[0]}"] if words else "None"
+    return 200, json.dumps(reply)
 
 
 def test_stage_llm_extractor_records_failures_and_caps_documents(tmp_path):
@@ -184,7 +150,7 @@ def test_stage_llm_extractor_records_failures_and_caps_documents(tmp_path):
         w.write(make_record("medquad", i, t))
     w.close()
     out = tmp_path / "entities"
-    with Scripted() as ep:
+    with ScriptedEndpoint(first_word_as_disease) as ep:
         summary = stage.main([f"in_dir={kept}", f"out_dir={out}", "extractor=llm", "llm_extract.max_docs=5",
                               "llm_extract.batch_sentences=1", "llm_extract.constrained_json=false",
                               "eval.llm_docs=2", f"llm.base_url={ep.url}", f"llm.cache_dir={tmp_path / 'c'}",

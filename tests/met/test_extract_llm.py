@@ -6,12 +6,10 @@ on 127.0.0.1, no mocks of the client) and, marked llm_server, the real llama.cpp
 from __future__ import annotations
 
 import json
-import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from scripted_endpoint import ScriptedEndpoint
 from tasks.llm.client import LLMClient, LLMConfig
 from tasks.met.extract_llm import (LLMExtractor, LLMExtractParams, batch_messages, make_batches,
                                    parse_batch_reply, response_format)
@@ -71,53 +69,10 @@ def test_batches_prompt_and_schema():
 
 
 # ----------------------------------------------------------------------------- scripted endpoint
-class Endpoint:
-    """A real HTTP endpoint on 127.0.0.1 answering chat completions with `reply(messages)` ->
-    (status, content, delay_s). Records every request body."""
-
-    def __init__(self, reply):
-        self.requests: list[dict] = []
-        ep = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                ep.requests.append(body)
-                status, content, delay = reply(body["messages"])
-                time.sleep(delay)
-                data = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                                   "choices": [{"index": 0, "finish_reason": "stop", "message": {
-                                       "role": "assistant", "content": content}}]}
-                                  if status == 200 else {"error": {"message": "scripted"}}).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def __enter__(self):
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 def run_extractor(tmp_path, reply, docs, params=None, **cfg):
     conf = {"model": "m", "cache_dir": str(tmp_path / "cache"), "max_retries": 0, "timeout_s": 5,
             "backoff_base_s": 0.01, "backoff_max_s": 0.05, **cfg}
-    with Endpoint(reply) as ep, LLMClient(LLMConfig(**conf), base_url=ep.url) as client:
+    with ScriptedEndpoint(reply) as ep, LLMClient(LLMConfig(**conf), base_url=ep.url) as client:
         ex = LLMExtractor(client, params or LLMExtractParams(constrained_json=False), max_entity_chars=100)
         results = ex.extract(docs)
     return results, ex, ep

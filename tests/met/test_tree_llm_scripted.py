@@ -71,7 +71,7 @@ def test_llm_attacher_records_every_reply_kind(tmp_path):
         att = LLMAttacher(client, core, tree_max_chars=2000)
         res = attach_all([ent(n) for n in names], None, core, working, att,
                          LocalResolver(core.tree, EvidenceIndex([])), batch_size=4, max_tiers=5)
-    assert "Disease.neurological disorders\nDisease.digestive symptoms" in requests[0][1]["content"]
+    assert "Disease.neurological disorders\nDisease.digestive symptoms" in requests[0]["messages"][1]["content"]
     placed = {a["text"]: a["path"] for a in res.attachments}
     assert placed == {"OK-ENT": "Disease.neurological disorders", "FIX-ENT": "Disease.digestive symptoms",
                       "TWO-ENT": "Disease.neurological disorders",   # conflict -> resolver's choice
@@ -89,7 +89,7 @@ def test_llm_attacher_records_every_reply_kind(tmp_path):
     assert att.stats == {"asked": 8, "parsed_first": 3, "parsed_after_repair": 1, "repairs": 3,
                          "unclassifiable": 1, "failed": 3}
     assert len(requests) == 8 + 3
-    repair_prompt = [m for m in requests if len(m) > 2][0][-1]["content"]
+    repair_prompt = [r["messages"] for r in requests if len(r["messages"]) > 2][0][-1]["content"]
     assert "cut off" in repair_prompt or "empty" in repair_prompt or "not in the tree" in repair_prompt
     working.refresh()
     validate_tree(working.to_json())
