@@ -11,6 +11,7 @@ with sorted keys, no timestamps, and records in input order.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -37,6 +38,15 @@ def safe_join(root: str | os.PathLike, rel: str) -> Path:
     if target != root_real and root_real not in target.parents:
         raise PathEscapeError(f"path {rel!r} escapes its root {root}")
     return target
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def dumps(obj: Any) -> str:

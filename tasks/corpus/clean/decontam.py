@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.common.io import safe_join
+from tasks.common.io import file_sha256, safe_join
 from tasks.corpus.clean.normalize import normalize_text
 
 _TOKEN = re.compile(r"\w+")
@@ -95,12 +95,6 @@ def phash_int(path: str | Path) -> int:
         return int(str(imagehash.phash(im)), 16)
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass
@@ -185,7 +179,7 @@ class BenchmarkIndex:
         for bench, name in sorted(set(images)):
             try:
                 path = safe_join(image_dir, name)  # names come from a file
-                sha = sha256_file(path)
+                sha = file_sha256(path)
                 p = phash_int(path)
             except (OSError, ValueError):
                 missing += 1

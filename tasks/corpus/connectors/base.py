@@ -18,6 +18,7 @@ from typing import Callable, Iterator
 
 from defusedxml import DefusedXmlException
 
+from tasks.common.io import file_sha256
 from tasks.common.records import rejection
 from tasks.corpus.images import ImageStore
 
@@ -67,12 +68,6 @@ class SourceContext:
 Connector = Callable[[SourceContext], Iterator[Item]]
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def tree_sha256(path: Path) -> str:

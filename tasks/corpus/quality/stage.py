@@ -8,12 +8,11 @@ texts, drawn by seeded reservoir sampling in one pass; the scoring pass streams 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import random
 from pathlib import Path
 from typing import Callable, Iterator, Literal
 
-from tasks.common.io import StageSink, iter_jsonl, iter_records, shard_paths, write_json
+from tasks.common.io import StageSink, file_sha256, iter_jsonl, iter_records, shard_paths, write_json
 from tasks.common.records import rejection
 from tasks.corpus.quality import classifier
 from tasks.corpus.quality.bootstrap import BootstrapParams, bootstrap
@@ -89,12 +88,6 @@ def iter_rejected_texts(rejected_dir: Path, reasons: set[str]) -> Iterator[str]:
                 yield rec["text"]
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def run(cfg: QualityConfig, in_dir: Path, out: Path, verifier_factory: Callable[[list[str]], Verifier],
@@ -152,6 +145,6 @@ def run(cfg: QualityConfig, in_dir: Path, out: Path, verifier_factory: Callable[
              "verifier": verifier.name, "verifier_failed": verifier.stats.get("failed", 0),
              "pool_sampled": len(pool), "seed_rejected_pool": len(rejected),
              # fastText with thread=1 + seed writes a bit-identical model, so its hash is stable
-             "model_sha256": sha256_file(out / "quality_model.bin"),
+             "model_sha256": file_sha256(out / "quality_model.bin"),
              "threshold": cfg.threshold}
     return sink, extra
