@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> dict:
         summary = run(cfg, out)
         timings = summary.pop("_timings")
         # MB/s from the scan timings (log_summary's input_bytes would divide by the AMCS time too)
-        tracker.log_summary(summary)
+        tracker.log_summary(summary, kept_sample=summary.pop("_kept_sample"),
+                            rejected_sample=summary.pop("_rejected_sample"))
         metrics = {"docs": summary["read"], "input_mb": summary["text_bytes"] / 1e6, **timings}
         for vocab, row in summary["amcs"].items():
             metrics[f"amcs.forward.{vocab}"] = row["forward"]

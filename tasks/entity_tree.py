@@ -37,11 +37,13 @@ ends in the tree or in unclassified.jsonl.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import re
 import sys
 
 from tasks.common.config import load_stage_config, resolve
-from tasks.common.io import atomic_output_dir
+from tasks.common.io import atomic_output_dir, iter_jsonl
 from tasks.common.tracking import flatten, stage_run
 from tasks.llm.client import LLMClient, load_llm_config, split_llm_overrides
 from tasks.met.tree_stage import EntityTreeConfig, run
@@ -53,8 +55,11 @@ def _metric_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-/ ]", "_", s)
 
 
+def _head(path, n: int = 20) -> list[dict]:
+    return [obj for obj, _ in itertools.islice(iter_jsonl(path), n)]
+
+
 def _sample_by_reason(path, n: int = 20) -> dict[str, list[dict]]:
-    import json
     out: dict[str, list[dict]] = {}
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -94,7 +99,8 @@ def main(argv: list[str] | None = None) -> dict:
                 tracker.mlflow.log_params(llm_params)
             summary = run(cfg, out, client)
             timings = summary.pop("_timings")
-            tracker.log_summary(summary, rejected_sample=_sample_by_reason(out / "unclassified.jsonl"))
+            tracker.log_summary(summary, kept_sample=_head(out / "attachments.jsonl"),
+                                rejected_sample=_sample_by_reason(out / "unclassified.jsonl"))
             tracker.log_metrics({**tree_metrics(summary), **timings})
             if client is not None:
                 # MLflow only: cache hits differ between a first run and a re-run

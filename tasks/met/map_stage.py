@@ -220,7 +220,8 @@ def run(cfg: EntityMapConfig, out: Path) -> dict:
                "scan_mb_per_s": sc["text_bytes"] / 1e6 / max(sc["scan_s"], 1e-9),
                "pass_mb_per_s": sc["text_bytes"] / 1e6 / max(pass_s, 1e-9),
                "total_s": time.perf_counter() - t_start, **{k: v for k, v in amcs_info.items() if k.endswith("_s")}}
-    return {**summary, "_timings": timings}
+    return {**summary, "_timings": timings, "_kept_sample": sink.kept_sample,
+            "_rejected_sample": sink.rejected_sample}
 
 
 def load_manifest(path: str | Path) -> list[dict]:
