@@ -1,0 +1,9 @@
+"""Unified Med-VLM benchmark harness (paper §6): one protocol for every checkpoint and any model.
+
+benchmarks (registry, loaders, bring-your-own JSONL) -> templates (per answer kind, direct/thinking)
+-> models (HF checkpoint, OpenAI-compatible endpoint, predictions file) -> parsing + scoring
+(deterministic; generation Pass@1 and option log-likelihood) -> runner (resumable per-item results)
+-> report (chance baselines, parse failures, category macro-averages, decontamination) and
+progression (which stage moved which benchmark). Entry points: `python -m eval` (cli.py) and the
+`eval` stage (tasks/evaluate.py).
+"""

@@ -1,0 +1,366 @@
+"""Model adapters: anything that answers prompts, behind one interface.
+
+    adapter.generate([(item, prompt), ...], max_new_tokens) -> [str | NoOutput | Exception, ...]
+    adapter.loglik([(item, loglik_request), ...])           -> [[logprob per continuation] | Exception, ...]
+
+- `HFModel`: a local HF checkpoint by path. A config with a `vision_config` (LLaVA-style and other
+  image-text-to-text models) loads with AutoModelForImageTextToText + AutoProcessor, anything else
+  with AutoModelForCausalLM + AutoTokenizer. Greedy decoding (do_sample=False, one beam), batched
+  with left padding; the chat template is used when the tokenizer/processor has one, else plain
+  text ending in "Answer:". Log-likelihood is batched too: left-padded context+continuation rows
+  with explicit position ids, and only the last `max continuation` positions go through the LM
+  head (`logits_to_keep`), so a 50k vocabulary costs what the answer tokens need, not the prompt.
+  Prompts longer than the model's context are cut from the left (text-only models) and counted.
+- `EndpointModel`: an OpenAI-compatible chat endpoint through the project's LLMClient (retries,
+  bounded concurrency, response cache); images go as base64 data URLs when `vision` is set. No
+  log-likelihood: chat endpoints do not return prompt log-probabilities.
+- `PredictionsModel`: outputs produced elsewhere, one JSONL row per item
+  {"benchmark", "id", "output"} (or "option_logprobs": [...] for log-likelihood mode); an item
+  without a row scores as the failure `missing_prediction`.
+
+Determinism: seeds fixed, CPU float32, greedy decoding, inputs sorted the same way every run.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import mimetypes
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from eval.benchmarks import Item
+from eval.templates import LoglikRequest, Prompt
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOutput:
+    """No model output for an item, for a reason that is the item's failure (not a run failure)."""
+    reason: str
+
+
+class AdapterError(RuntimeError):
+    pass
+
+
+def _load_image(path: str):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def checkpoint_digest(path: Path) -> str:
+    """A cheap identity of a checkpoint directory: names, sizes and the first MiB of every file."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(path)}:{f.stat().st_size}".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
+class HFModel:
+    supports_loglik = True
+
+    def __init__(self, path: str | Path, *, batch_size: int = 8, threads: int = 2, seed: int = 1234,
+                 max_length: int = 0):
+        import torch
+        from transformers import AutoConfig
+
+        self.path = Path(path)
+        if not (self.path / "config.json").is_file():
+            raise AdapterError(f"no HF checkpoint at {self.path} (config.json missing)")
+        torch.manual_seed(seed)
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.batch_size = max(1, batch_size)
+        config = AutoConfig.from_pretrained(self.path)
+        self.vision = getattr(config, "vision_config", None) is not None
+        if self.vision:
+            from transformers import AutoModelForImageTextToText, AutoProcessor
+
+            self.model = AutoModelForImageTextToText.from_pretrained(self.path, dtype=torch.float32)
+            self.processor = AutoProcessor.from_pretrained(self.path)
+            self.tokenizer = self.processor.tokenizer
+        else:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
+            self.processor = None
+            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        self.model.eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        text_cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
+        self.max_length = max_length or int(getattr(text_cfg, "max_position_embeddings", 0) or 4096)
+        self.image_token = getattr(self.processor, "image_token", None) or "<image>"
+        self.chat_template = self._chat_template_owner()
+        self.name = self.path.name
+        self.stats = {"truncated_prompts": 0, "boundary_mismatches": 0}
+
+    def describe(self) -> dict:
+        return {"adapter": "hf", "path": str(self.path), "digest": checkpoint_digest(self.path),
+                "vision": self.vision, "chat_template": self.chat_template is not None}
+
+    # -- prompt rendering -------------------------------------------------------------------------
+    def _chat_template_owner(self):
+        for owner in (self.processor, self.tokenizer):
+            if owner is not None and getattr(owner, "chat_template", None):
+                return owner
+        return None
+
+    def render_chat(self, prompt: Prompt) -> str:
+        owner = self.chat_template
+        if owner is self.processor:
+            content = [{"type": "image"} if k == "image" else {"type": "text", "text": v} for k, v in prompt.parts]
+            system = [{"type": "text", "text": prompt.system}]
+        else:  # a text chat template: image slots become the processor's image token
+            content = "".join(f"{self.image_token}\n" if k == "image" else v for k, v in prompt.parts)
+            system = prompt.system
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": content}]
+        # enable_thinking: templates with a reasoning switch (the project's, Qwen3's) pre-fill an
+        # empty <think></think> for direct answers; templates without one ignore the variable
+        kw: dict = {"add_generation_prompt": True, "tokenize": False}
+        if "enable_thinking" in str(owner.chat_template):
+            kw["enable_thinking"] = prompt.thinking
+        try:
+            return owner.apply_chat_template(messages, **kw)
+        except Exception:  # noqa: BLE001 - templates without a system role raise their own errors
+            return owner.apply_chat_template(_merge_system(messages), **kw)
+
+    def render_plain(self, prompt: Prompt, *, answer_cue: bool) -> str:
+        body = "".join(f"{self.image_token}\n" if k == "image" else v for k, v in prompt.parts)
+        text = f"{prompt.system}\n\n{body}" if prompt.system else body
+        return f"{text}\nAnswer:" if answer_cue else text
+
+    # -- generation -------------------------------------------------------------------------------
+    def generate(self, batch: Sequence[tuple[Item, Prompt]], max_new_tokens: int) -> list[Any]:
+        torch = self.torch
+        from transformers import GenerationConfig
+
+        chat = self.chat_template is not None
+        texts = [self.render_chat(p) if chat else self.render_plain(p, answer_cue=True) for _, p in batch]
+        images = [_load_image(path) for _, p in batch for path in p.images]
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        limit = max(16, self.max_length - max_new_tokens)
+        kwargs = {"return_tensors": "pt", "padding": True, "add_special_tokens": not chat}
+        if images:
+            enc = self.processor(text=texts, images=images, **kwargs)
+        else:
+            lengths = [len(ids) for ids in tok(texts, add_special_tokens=not chat)["input_ids"]]
+            self.stats["truncated_prompts"] += sum(n > limit for n in lengths)
+            tok.truncation_side = "left"   # keep the question and the answer format, lose the preamble
+            enc = tok(texts, truncation=True, max_length=limit, **kwargs)
+        gen = GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=max_new_tokens,
+                               pad_token_id=tok.pad_token_id,
+                               eos_token_id=self.model.generation_config.eos_token_id or tok.eos_token_id)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, generation_config=gen)
+        new = out[:, enc["input_ids"].shape[1]:]
+        return tok.batch_decode(new, skip_special_tokens=True)
+
+    # -- log-likelihood ---------------------------------------------------------------------------
+    def loglik(self, batch: Sequence[tuple[Item, LoglikRequest]]) -> list[Any]:
+        """Summed log-probability of each continuation given its context, batched over all pairs.
+
+        Text rows: context ids + continuation ids concatenated (lm-evaluation-harness), contexts
+        cut from the left to fit. Image rows: the processor encodes context+continuation with the
+        images (it alone knows how many placeholder tokens an image takes), and the continuation
+        is the sequence's tail; a tail that does not tokenize as the continuation alone is counted
+        in stats["boundary_mismatches"]."""
+        tok = self.tokenizer
+        results: list[list[float]] = [[0.0] * len(req.continuations) for _, req in batch]
+        text_rows, image_rows = [], []
+        for ri, (_, req) in enumerate(batch):
+            context = self.render_plain(req.prompt, answer_cue=False)
+            if req.prompt.images:
+                images = [_load_image(p) for p in req.prompt.images]
+                image_rows += [(ri, ci, context + cont, images, tok(cont, add_special_tokens=False)["input_ids"])
+                               for ci, cont in enumerate(req.continuations)]
+                continue
+            ctx = tok(context)["input_ids"]
+            for ci, cont in enumerate(req.continuations):
+                cont_ids = tok(cont, add_special_tokens=False)["input_ids"]
+                keep = self.max_length - len(cont_ids)
+                self.stats["truncated_prompts"] += len(ctx) > keep
+                text_rows.append((ri, ci, ctx[-keep:] + cont_ids, cont_ids))
+        # longest first: a batch holds rows of similar length and pads little
+        text_rows.sort(key=lambda r: (-len(r[2]), r[0], r[1]))
+        image_rows.sort(key=lambda r: (-len(r[2]), r[0], r[1]))
+        for start in range(0, len(text_rows), self.batch_size):
+            chunk = text_rows[start:start + self.batch_size]
+            ids, mask = self._left_pad([r[2] for r in chunk])
+            for (ri, ci, _, cont), lp in zip(chunk, self._continuation_logprobs(ids, mask, [r[3] for r in chunk])):
+                results[ri][ci] = lp
+        for start in range(0, len(image_rows), self.batch_size):
+            chunk = image_rows[start:start + self.batch_size]
+            tok.padding_side = "left"
+            enc = self.processor(text=[r[2] for r in chunk], images=[im for r in chunk for im in r[3]],
+                                 padding=True, return_tensors="pt")
+            conts = [r[4] for r in chunk]
+            for row, cont in zip(enc["input_ids"].tolist(), conts):
+                self.stats["boundary_mismatches"] += row[-len(cont):] != cont
+            extras = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask")}
+            lps = self._continuation_logprobs(enc["input_ids"], enc["attention_mask"], conts, **extras)
+            for (ri, ci, *_), lp in zip(chunk, lps):
+                results[ri][ci] = lp
+        return results
+
+    def _left_pad(self, seqs: list[list[int]]):
+        torch = self.torch
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            ids[i, width - len(s):] = torch.tensor(s)
+            mask[i, width - len(s):] = 1
+        return ids, mask
+
+    def _continuation_logprobs(self, ids, mask, conts: list[list[int]], **extras) -> list[float]:
+        """Rows are left-padded, so every continuation ends at the last column; only the last
+        max(len(cont)) + 1 positions go through the LM head."""
+        torch = self.torch
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        keep = max(len(c) for c in conts) + 1
+        with torch.inference_mode():
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                logits_to_keep=keep, **extras).logits.float()
+        out = []
+        for i, cont in enumerate(conts):
+            # the position before continuation token j predicts it: kept columns keep-1-n .. keep-2
+            steps = torch.log_softmax(logits[i, keep - 1 - len(cont):keep - 1], dim=-1)
+            out.append(float(steps.gather(-1, torch.tensor(cont).unsqueeze(-1)).sum()))
+        return out
+
+
+def _merge_system(messages: list[dict]) -> list[dict]:
+    system, user = messages[0]["content"], messages[1]["content"]
+    if isinstance(user, list):
+        text = system[0]["text"] if isinstance(system, list) else system
+        return [{"role": "user", "content": [{"type": "text", "text": text + "\n\n"}, *user]}]
+    return [{"role": "user", "content": f"{system}\n\n{user}"}]
+
+
+# ---- OpenAI-compatible endpoint ---------------------------------------------------------------
+def image_data_url(path: str) -> str:
+    mime = mimetypes.guess_type(path)[0] or "image/png"
+    return f"data:{mime};base64,{base64.b64encode(Path(path).read_bytes()).decode('ascii')}"
+
+
+def endpoint_messages(prompt: Prompt, vision: bool) -> list[dict]:
+    if vision and prompt.images:
+        content: Any = [{"type": "image_url", "image_url": {"url": image_data_url(v)}} if k == "image"
+                        else {"type": "text", "text": v} for k, v in prompt.parts]
+    else:
+        content = prompt.text
+    return [{"role": "system", "content": prompt.system}, {"role": "user", "content": content}]
+
+
+def _multimodal_client(cfg, base_url: str | None):
+    """An LLMClient that also accepts OpenAI content-part lists (text + image_url) as content."""
+    from tasks.llm.client import LLMClient
+
+    class MultimodalLLMClient(LLMClient):
+        def payload(self, messages, **params):
+            flat = [{"role": m["role"], "content": json.dumps(m["content"], sort_keys=True)
+                     if isinstance(m.get("content"), list) else m.get("content")} for m in messages]
+            out = super().payload(flat, **params)   # validation + sampling defaults
+            out["messages"] = [{"role": m["role"], "content": m["content"]} for m in messages]
+            return out
+
+    return MultimodalLLMClient(cfg, base_url=base_url)
+
+
+class EndpointModel:
+    supports_loglik = False
+
+    def __init__(self, llm_cfg, *, base_url: str | None = None, vision: bool = False,
+                 concurrency_batch: int = 8):
+        self.client = _multimodal_client(llm_cfg, base_url)
+        self.vision = vision
+        self.batch_size = concurrency_batch
+        self.name = llm_cfg.model
+        self.stats: dict = {}
+
+    def describe(self) -> dict:
+        return {"adapter": "endpoint", "model": self.client.cfg.model, "vision": self.vision}
+
+    def generate(self, batch: Sequence[tuple[Item, Prompt]], max_new_tokens: int) -> list[Any]:
+        chats = [endpoint_messages(p, self.vision) for _, p in batch]
+        out = self.client.complete_many(chats, return_exceptions=True, temperature=0.0,
+                                        max_tokens=max_new_tokens)
+        self.stats = self.client.stats
+        return out
+
+    def loglik(self, batch):
+        raise AdapterError("log-likelihood mode needs a local HF model: chat endpoints return no "
+                           "prompt log-probabilities")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+# ---- predictions file -------------------------------------------------------------------------
+class PredictionsModel:
+    vision = True      # the outputs exist already, whatever produced them
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise AdapterError(f"predictions file missing: {self.path}")
+        self.rows: dict[tuple[str, str], dict] = {}
+        self.bad_lines = 0
+        self.duplicates = 0
+        with open(self.path, "rb") as f:
+            for raw in f:
+                if not raw.strip():
+                    continue
+                try:
+                    row = json.loads(raw.decode("utf-8"))
+                    key = (str(row["benchmark"]), str(row["id"]))
+                except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+                    self.bad_lines += 1
+                    continue
+                if key in self.rows:
+                    self.duplicates += 1      # the last row wins: a re-run appended a newer answer
+                self.rows[key] = row
+        self.supports_loglik = any("option_logprobs" in r for r in self.rows.values())
+        self.used: set[tuple[str, str]] = set()
+        self.name = self.path.stem
+        self.stats = {"bad_lines": self.bad_lines, "duplicate_rows": self.duplicates}
+
+    def describe(self) -> dict:
+        h = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
+        return {"adapter": "predictions", "path": str(self.path), "sha256": h}
+
+    def _row(self, item: Item) -> dict | None:
+        key = (item.benchmark, item.id)
+        self.used.add(key)
+        return self.rows.get(key)
+
+    def generate(self, batch: Sequence[tuple[Item, Prompt]], max_new_tokens: int) -> list[Any]:
+        out = []
+        for item, _ in batch:
+            row = self._row(item)
+            text = None if row is None else row.get("output", row.get("prediction"))
+            out.append(NoOutput("missing_prediction") if not isinstance(text, str) else text)
+        return out
+
+    def loglik(self, batch: Sequence[tuple[Item, LoglikRequest]]) -> list[Any]:
+        out = []
+        for item, req in batch:
+            row = self._row(item) or {}
+            lps = row.get("option_logprobs")
+            ok = isinstance(lps, list) and len(lps) == len(req.continuations) and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in lps)
+            out.append([float(x) for x in lps] if ok else NoOutput("missing_prediction"))
+        return out
+
+    def unmatched(self) -> int:
+        """Prediction rows for items this run did not evaluate (wrong ids, other benchmarks, limits)."""
+        return len(set(self.rows) - self.used)
