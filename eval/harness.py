@@ -1,0 +1,165 @@
+"""One evaluation, end to end: config -> model adapter -> runner -> report files.
+
+Used by the `eval` stage (tasks/evaluate.py, one checkpoint per DVC foreach entry) and by the CLI
+(`python -m eval`), so both evaluate with exactly the same protocol. `EvalConfig` is the stage's
+typed params section (`eval:` in params.yaml); every field has a default, so the stage also runs
+when the section is absent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+from eval.benchmarks import BUNDLED, BenchmarkSpec, byo_spec, get_spec
+from eval.judge import LLMRubricJudge, LocalRubricJudge
+from eval.models import EndpointModel, HFModel, PredictionsModel
+from eval.report import load_decontam, write_report
+from eval.runner import EvalResult, RunSettings, evaluate, write_items
+
+
+@dataclasses.dataclass
+class ByoConfig:
+    path: str                       # JSONL file (relative paths from the project root)
+    family: str
+    category: str = ""              # "" = the family's default category
+
+
+@dataclasses.dataclass
+class JudgeConfig:
+    method: str = "local"           # local (lexical rubric, no LLM) | llm (rubric prompt via `llm:`) | none
+    penalty: float = 0.5            # credit lost per unsupported statement, in key points
+    constrained_json: bool = True   # response_format schema (llama.cpp server, vLLM)
+    max_tokens: int = 256
+
+    def __post_init__(self) -> None:
+        if self.method not in ("local", "llm", "none"):
+            raise ValueError(f"judge.method {self.method!r}: local | llm | none")
+
+
+@dataclasses.dataclass
+class DecontamConfig:
+    report: str = "data/clean/decontamination_report.jsonl"
+    kept_dirs: list[str] = dataclasses.field(default_factory=lambda: ["data/clean/kept"])
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    checkpoint: str = "base"        # the name results are filed under: <out_root>/<checkpoint>
+    model_path: str = ""            # a local HF checkpoint (causal LM or image-text-to-text) ...
+    endpoint: str = ""              # ... or an OpenAI-compatible base URL ("local": the project's server)
+    endpoint_model: str = ""        #     model name at the endpoint ("" = llm.model)
+    endpoint_vision: bool = False   #     send images (data URLs) to the endpoint
+    predictions: str = ""           # ... or a predictions JSONL ({benchmark, id, output}) to score
+    benchmarks: list[str] = dataclasses.field(default_factory=lambda: list(BUNDLED))
+    byo: dict[str, ByoConfig] = dataclasses.field(default_factory=dict)
+    limit: int = 0                  # items per benchmark, seeded sample (0 = all)
+    limits: dict[str, int] = dataclasses.field(default_factory=dict)   # per-benchmark override
+    modes: list[str] = dataclasses.field(default_factory=lambda: ["generate", "loglik"])
+    style: str = "direct"           # direct | thinking (<think> block stripped before parsing)
+    continuation: str = "text"      # loglik continuations: option text | letter
+    max_new_tokens: int = 32
+    max_new_tokens_thinking: int = 512
+    max_new_tokens_longform: int = 256
+    batch_size: int = 8
+    threads: int = 2
+    seed: int = 1234
+    data_root: str = "../shared/data"
+    out_root: str = "data/eval"
+    work_root: str = ".cache/eval"  # resumable per-item results, outside DVC outputs
+    judge: JudgeConfig = dataclasses.field(default_factory=JudgeConfig)
+    decontam: DecontamConfig = dataclasses.field(default_factory=DecontamConfig)
+
+    def __post_init__(self) -> None:
+        sources = [bool(self.model_path), bool(self.endpoint), bool(self.predictions)]
+        if sum(sources) > 1:
+            raise ValueError("set only one of model_path, endpoint, predictions")
+        self.settings()   # validates modes, style, continuation, sizes
+
+    def settings(self) -> RunSettings:
+        return RunSettings(modes=tuple(self.modes), style=self.style, max_new_tokens=self.max_new_tokens,
+                           max_new_tokens_thinking=self.max_new_tokens_thinking,
+                           max_new_tokens_longform=self.max_new_tokens_longform, batch_size=self.batch_size,
+                           limit=self.limit, limits=dict(self.limits), seed=self.seed,
+                           continuation=self.continuation)
+
+
+def resolve_path(path: str) -> Path:
+    from tasks.common.config import resolve
+
+    return resolve(path)
+
+
+def specs_of(cfg: EvalConfig) -> list[BenchmarkSpec]:
+    extra = {name: byo_spec(name, str(resolve_path(b.path)), b.family, b.category or None)
+             for name, b in cfg.byo.items()}
+    names = list(dict.fromkeys([*cfg.benchmarks, *extra]))
+    return [get_spec(n, extra) for n in names]
+
+
+@contextlib.contextmanager
+def _llm_config(llm_cfg, base_url: str, model: str = "") -> Iterator:
+    """The LLM config with a live base_url (the project's llama.cpp server when it is 'local')."""
+    from tasks.llm.server import endpoint
+
+    cfg = dataclasses.replace(llm_cfg, base_url=base_url or llm_cfg.base_url, model=model or llm_cfg.model)
+    with endpoint(cfg) as live:
+        yield live
+
+
+@contextlib.contextmanager
+def open_model(cfg: EvalConfig, llm_cfg=None) -> Iterator:
+    """The adapter the config names (closed, and any server it started stopped, on exit)."""
+    if cfg.predictions:
+        yield PredictionsModel(resolve_path(cfg.predictions))
+    elif cfg.endpoint:
+        from tasks.llm.client import LLMConfig
+
+        with _llm_config(llm_cfg or LLMConfig(), cfg.endpoint, cfg.endpoint_model) as live:
+            model = EndpointModel(live, vision=cfg.endpoint_vision, concurrency_batch=cfg.batch_size)
+            try:
+                yield model
+            finally:
+                model.close()
+    elif cfg.model_path:
+        yield HFModel(resolve_path(cfg.model_path), batch_size=cfg.batch_size, threads=cfg.threads, seed=cfg.seed)
+    else:
+        raise ValueError("no model: set model_path, endpoint or predictions")
+
+
+@contextlib.contextmanager
+def open_judge(cfg: EvalConfig, llm_cfg=None) -> Iterator:
+    if cfg.judge.method == "none":
+        yield None
+    elif cfg.judge.method == "local":
+        yield LocalRubricJudge(penalty=cfg.judge.penalty)
+    else:
+        from tasks.llm.client import LLMClient, LLMConfig
+
+        with _llm_config(llm_cfg or LLMConfig(), "") as live, LLMClient(live) as client:
+            yield LLMRubricJudge(client, penalty=cfg.judge.penalty, constrained_json=cfg.judge.constrained_json,
+                                 max_tokens=cfg.judge.max_tokens)
+
+
+def run(cfg: EvalConfig, out_dir: str | Path, work_dir: str | Path, *, llm_cfg=None, progress: bool = False,
+        fresh: bool = False, title: str | None = None) -> tuple[dict, dict, EvalResult]:
+    """Evaluate and write items.jsonl + the report files into `out_dir`."""
+    specs = specs_of(cfg)
+    needs_judge = any(s.family == "longform" for s in specs)
+    with contextlib.ExitStack() as stack:
+        judge = stack.enter_context(open_judge(cfg, llm_cfg)) if needs_judge else None
+        adapter = stack.enter_context(open_model(cfg, llm_cfg))
+        result = evaluate(adapter, specs, resolve_path(cfg.data_root), work_dir, cfg.settings(), judge=judge,
+                          progress=progress, fresh=fresh)
+        if isinstance(adapter, PredictionsModel):
+            result.adapter_stats["unmatched_predictions"] = adapter.unmatched()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_items(result.rows, out / "items.jsonl")
+    decontam = load_decontam(resolve_path(cfg.decontam.report),
+                             [resolve_path(d) for d in cfg.decontam.kept_dirs if resolve_path(d).is_dir()])
+    metrics, summary = write_report(result, out, decontam=decontam,
+                                    title=title or f"Evaluation: {cfg.checkpoint}")
+    return metrics, summary, result
