@@ -144,6 +144,8 @@ class LLMRubricJudge:
                 raise ValueError(f"key point number out of range 1..{len(points)}")
         except (ParseError, KeyError, ValueError, TypeError):
             return Verdict(0.0, 0, len(points), 0, "llm", "judge_unparsed", raw[:500])
-        unsupported = sum(1 for s in unsupported_raw if isinstance(s, str) and s.strip())
+        # small models echo the schema's placeholder ("statement", "...") back: not a statement
+        unsupported = sum(1 for s in unsupported_raw
+                          if isinstance(s, str) and s.strip().strip(".").lower() not in ("", "statement"))
         return Verdict(rubric_score(len(covered), unsupported, len(points), self.penalty), len(covered),
                        len(points), unsupported, "llm", None, raw[:500])

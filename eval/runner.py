@@ -234,9 +234,9 @@ def evaluate(adapter, specs: list[BenchmarkSpec], data_root: str | Path, work_di
                     continue
                 try:
                     row = _score(it, mode, out, settings, judge, reqs[idx][1] if mode == "loglik" else None)
-                except LLMError as e:                 # the judge's endpoint failed: resume later
+                except LLMError as e:   # the judge's endpoint failed: stop asking it, resume later
                     failures.append(f"{it.benchmark}/{it.id}: judge: {str(e)[:200]}")
-                    continue
+                    break
                 store.append(row)
             store.flush()
             bar.update(len(items))

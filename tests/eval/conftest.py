@@ -26,3 +26,16 @@ def tiny_llava(tmp_path_factory):
 def tiny_lighton(tmp_path_factory):
     """The class the base_model stage saves (LightOnOcr: Pixtral tower, native resolution)."""
     return build_lighton(tmp_path_factory.mktemp("tiny_lighton"))
+
+
+@pytest.fixture(scope="session")
+def local_llm(tmp_path_factory):
+    """The project's real llama.cpp server with SmolLM2-135M-Instruct (LLMConfig with its live URL)."""
+    from tasks.llm.client import LLMConfig, LocalServerConfig
+    from tasks.llm.server import endpoint
+
+    tmp = tmp_path_factory.mktemp("llm")
+    cfg = LLMConfig(cache_dir=str(tmp / "cache"), max_tokens=48, seed=1234, timeout_s=120,
+                    server=LocalServerConfig(log_file=str(tmp / "server.log")))
+    with endpoint(cfg) as live:
+        yield live
