@@ -170,6 +170,8 @@ def display_name(node: dict, params: KGQAParams) -> str | None:
         return None
     if name.count(" - ") or not re.search(r"[^\W\d_]", name):
         return None                  # "appetite loss - nausea - vomiting": a list, not one entity
+    if len(name) < 2 or (len(name) == 2 and not name.isupper()):
+        return None                  # "T", "mm": fragments; two letters only as an acronym ("TB")
     return name
 
 

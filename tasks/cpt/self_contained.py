@@ -16,7 +16,8 @@ Reasons (the first that matches wins, in this order):
     pronoun_start           the text starts with an unresolved pronoun ("It is ...", "They ...", "This ...")
     unresolved_pronoun      the text ends on a pronoun with nothing to resolve it ("What causes it?")
 
-Conversations: user turns are checked with every rule (a question is the sample's context); answers
+Image samples: a demonstrative naming the attached image ("this chest X-ray", "this lab report") is
+resolved by the image and allowed. Conversations: user turns are checked with every rule (a question is the sample's context); answers
 may start with a pronoun or a demonstrative (the question holds the antecedent) but not point outside
 the sample. Why rules and not a model: deterministic, explainable per rejection, and these phrases are
 exactly the failure the paper names ("ambiguity from dangling references").
@@ -54,6 +55,9 @@ PRONOUN_START = re.compile(
     r"^\s*(?:[\-–•*]\s*)?(?:it|its|they|them|their|theirs|he|she|his|her|this|these|those|that|such|both|it's|they're)\b"
     r"|^\s*(?:它|他们|她|他|其|这些|该)", _I)
 PRONOUN_END = re.compile(r"\b(?:it|them|this|these|those|that|him|her)\s*[?.!。？]?\s*$", re.IGNORECASE)
+IMAGE_DEIXIS = re.compile(
+    r"\b(?:this|these|the above|the shown) (?:[\w-]+ ){0,3}?(?:images?|pictures?|photos?|scans?|films?|radiographs?|"
+    r"x-rays?|ct|mri|studies|study|reports?|slices?|views?)\b|这张(?:图片|图像|报告单|检验报告单)", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
 
 
@@ -93,11 +97,16 @@ def _content_text(content) -> str:
 
 
 def sample_dangling(sample: dict) -> tuple[str, str] | None:
-    """The first dangling reference in a CPT sample (text, or each turn of its conversation)."""
+    """The first dangling reference in a CPT sample (text, or each turn of its conversation). In a
+    sample that carries its image, "this image" / "this X-ray" / "this report" points at that image."""
+    has_image = bool(sample.get("images"))
     if sample.get("text"):
         return dangling_reference(sample["text"])
     for m in sample.get("messages", []):
-        found = dangling_reference(_content_text(m["content"]), is_answer=m["role"] == "assistant")
+        text = _content_text(m["content"])
+        if has_image:
+            text = IMAGE_DEIXIS.sub("the image", text)
+        found = dangling_reference(text, is_answer=m["role"] == "assistant")
         if found:
             return found
     return None

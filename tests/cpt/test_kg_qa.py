@@ -39,6 +39,7 @@ def test_display_names():
     assert display_name({"name": "- appetite loss - nausea - vomiting"}, p) is None
     assert display_name({"name": "  "}, p) is None and display_name({"name": "123"}, p) is None
     assert display_name({"name": " ".join(["w"] * 9)}, p) is None
+    assert display_name({"name": "T"}, p) is None and display_name({"name": "TB"}, p) == "TB"
 
 
 def test_atomic_qa_templates_and_rejections():
