@@ -46,8 +46,8 @@ from typing import Literal
 from tasks.common.config import load_stage_config, project_root, resolve
 from tasks.common.io import atomic_output_dir, dumps, iter_records, shard_paths, write_json
 from tasks.common.records import rejection
-from tasks.common.tracking import flatten, stage_run
-from tasks.llm.client import LLMClient, load_llm_config, split_llm_overrides
+from tasks.common.tracking import stage_run
+from tasks.llm.client import split_llm_overrides
 from tasks.met.entity_table import EntitySink, EntityTable
 from tasks.met.evaluate import flat_metrics, score
 from tasks.met.extract_llm import LLMExtractor, LLMExtractParams
@@ -198,10 +198,8 @@ def main(argv: list[str]) -> dict:
         llm = client = None
         llm_params: dict = {}
         if need_llm:
-            from tasks.llm.server import endpoint
-            configured = load_llm_config(argv)
-            llm_params = {f"llm.{k}": str(v) for k, v in flatten(configured).items()}
-            client = stack.enter_context(LLMClient(stack.enter_context(endpoint(configured))))
+            from tasks.llm.server import open_stage_client
+            client, llm_params = open_stage_client(stack, argv)
             llm = LLMExtractor(client, cfg.llm_extract, max_sentence_chars=cfg.max_sentence_chars,
                                max_entity_chars=cfg.max_entity_chars)
 

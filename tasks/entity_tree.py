@@ -44,8 +44,8 @@ import sys
 
 from tasks.common.config import load_stage_config, resolve
 from tasks.common.io import atomic_output_dir, iter_jsonl
-from tasks.common.tracking import flatten, stage_run
-from tasks.llm.client import LLMClient, load_llm_config, split_llm_overrides
+from tasks.common.tracking import stage_run
+from tasks.llm.client import split_llm_overrides
 from tasks.met.tree_stage import EntityTreeConfig, run
 
 ARTIFACTS = ("tree.json", "conflicts_audit.jsonl", "tree_top.png", "unclassified.jsonl", "attachments.jsonl")
@@ -89,10 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
     with contextlib.ExitStack() as stack:
         client, llm_params = None, {}
         if cfg.uses_llm:
-            from tasks.llm.server import endpoint
-            configured = load_llm_config(argv)
-            llm_params = {f"llm.{k}": str(v) for k, v in flatten(configured).items()}
-            client = stack.enter_context(LLMClient(stack.enter_context(endpoint(configured))))
+            from tasks.llm.server import open_stage_client
+            client, llm_params = open_stage_client(stack, argv)
         with stage_run("entity_tree", cfg, profile) as tracker, \
                 atomic_output_dir(resolve(cfg.out_dir)) as out:
             if llm_params:

@@ -48,18 +48,17 @@ with random.choices, and a single walk ~0.7 M steps/s (bench/bench_kg.py).
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
-import tempfile
-from pathlib import Path
 
 from tasks.common.config import load_stage_config, resolve
 from tasks.common.io import atomic_output_dir
-from tasks.common.tracking import flatten, stage_run
-from tasks.llm.client import LLMClient, load_llm_config, split_llm_overrides
+from tasks.common.tracking import stage_run
+from tasks.llm.client import split_llm_overrides
 from tasks.met.kg_stage import KgConfig, run
 
 ARTIFACTS = ("kg_overview.png", "relation_failures.jsonl")
-EDGE_SAMPLE = 200
+EDGE_SAMPLE = 50
 
 
 def _edge_sample(path, n: int = EDGE_SAMPLE) -> list[str]:
@@ -74,16 +73,15 @@ def main(argv: list[str] | None = None) -> dict:
     with contextlib.ExitStack() as stack:
         client, llm_params = None, {}
         if cfg.uses_llm:
-            from tasks.llm.server import endpoint
-            configured = load_llm_config(argv)
-            llm_params = {f"llm.{k}": str(v) for k, v in flatten(configured).items()}
-            client = stack.enter_context(LLMClient(stack.enter_context(endpoint(configured))))
+            from tasks.llm.server import open_stage_client
+            client, llm_params = open_stage_client(stack, argv)
         with stage_run("kg", cfg, profile) as tracker, atomic_output_dir(resolve(cfg.out_dir)) as out:
             if llm_params:
                 tracker.mlflow.log_params(llm_params)
             summary = run(cfg, out, client)
             timings = summary.pop("_timings")
-            tracker.log_summary(summary)
+            # the kept sample shows what the stage produced: the first edges, with their provenance
+            tracker.log_summary(summary, kept_sample=[json.loads(x) for x in _edge_sample(out / "edges.jsonl")])
             tracker.log_metrics({**{f"edges.{k}": v for k, v in summary["edges_by_kind"].items()},
                                  **{f"relation.{k}": v for k, v in summary["edges_by_relation"].items()},
                                  **timings})
@@ -92,10 +90,6 @@ def main(argv: list[str] | None = None) -> dict:
                 tracker.log_metrics({f"llm_{k}": v for k, v in client.stats.items()})
             for name in ARTIFACTS:
                 tracker.log_artifact(out / name, "kg")
-            with tempfile.TemporaryDirectory() as tmp:
-                sample = Path(tmp) / "edges_sample.jsonl"
-                sample.write_text("".join(_edge_sample(out / "edges.jsonl")), encoding="utf-8")
-                tracker.log_artifact(sample, "kg")
     return summary
 
 

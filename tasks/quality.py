@@ -28,11 +28,11 @@ import sys
 
 from tasks.common.config import load_stage_config, resolve
 from tasks.common.io import atomic_output_dir
-from tasks.common.tracking import flatten, stage_run
+from tasks.common.tracking import stage_run
 from tasks.corpus.quality.signals import build_vocab
 from tasks.corpus.quality.stage import QualityConfig, run
 from tasks.corpus.quality.verifiers import LLMVerifier, LocalVerifier
-from tasks.llm.client import LLMClient, load_llm_config, split_llm_overrides
+from tasks.llm.client import split_llm_overrides
 
 
 def main(argv: list[str]) -> dict:
@@ -41,12 +41,8 @@ def main(argv: list[str]) -> dict:
     llm_params: dict = {}
     with contextlib.ExitStack() as stack:
         if cfg.verifier == "llm":
-            from tasks.llm.server import endpoint
-            configured = load_llm_config(argv)
-            # Logged as configured ("local", not the ephemeral port); the key is never in it.
-            llm_params = {f"llm.{k}": str(v) for k, v in flatten(configured).items()}
-            llm_cfg = stack.enter_context(endpoint(configured))
-            client = stack.enter_context(LLMClient(llm_cfg))
+            from tasks.llm.server import open_stage_client
+            client, llm_params = open_stage_client(stack, argv)
 
             def make_verifier(pool):
                 return LLMVerifier(client, cfg.llm_verifier)

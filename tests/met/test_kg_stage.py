@@ -52,7 +52,7 @@ def built(tmp_path_factory):
         paths = write_inputs(tmp / "in")
         summary = run_stage(paths, tmp / "kg")
     logged = {p.name for p in (tmp / "artifacts").rglob("*") if p.is_file()}
-    assert {"kg_overview.png", "relation_failures.jsonl", "edges_sample.jsonl", "summary.json"} <= logged
+    assert {"kg_overview.png", "relation_failures.jsonl", "kept_sample.jsonl", "summary.json"} <= logged
     return paths, tmp / "kg", summary
 
 
