@@ -1,0 +1,67 @@
+"""Reading the CPT corpus and the seeded splits both CPT stages agree on.
+
+    samples, bad_lines = read_samples("data/cpt_data/samples")   # bad_lines: [{reason, detail, locator}]
+    chosen, capped = cap_samples(samples, max_samples=5000, seed=1234)
+    heldout = heldout_ids(encoded, fraction=0.03, max_samples=300, kinds=[...], seed=1234)
+
+Splits are by a seeded hash of the sample id, so they do not depend on shard order or count, and
+the same corpus + seed always gives the same held-out set and warm-up subset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from tasks.common.io import iter_jsonl, shard_paths
+
+
+def read_samples(in_dir: str | Path) -> tuple[list[dict], list[dict]]:
+    """Every sample of part-*.jsonl under `in_dir`, in file order; unreadable lines as rejections."""
+    paths = shard_paths(in_dir)
+    if not paths:
+        raise FileNotFoundError(f"no part-*.jsonl under {in_dir}: run the cpt_data stage first")
+    samples, bad = [], []
+    for path in paths:
+        for obj, rej in iter_jsonl(path):
+            if rej is not None:
+                bad.append({"id": None, "reason": rej["reason"], "detail": rej["detail"],
+                            "locator": rej.get("locator")})
+            elif not isinstance(obj, dict):
+                bad.append({"id": None, "reason": "not_an_object", "detail": type(obj).__name__,
+                            "locator": str(path)})
+            else:
+                samples.append(obj)
+    return samples, bad
+
+
+def id_hash(sample_id: str, seed: int, salt: str) -> bytes:
+    return hashlib.sha256(f"{salt}:{seed}:{sample_id}".encode()).digest()
+
+
+def cap_samples(samples: list[dict], max_samples: int, seed: int) -> tuple[list[dict], int]:
+    """(the `max_samples` samples with the smallest seeded id hashes, in file order; how many were left out)."""
+    if max_samples <= 0 or len(samples) <= max_samples:
+        return samples, 0
+    ranked = sorted(range(len(samples)), key=lambda i: id_hash(str(samples[i].get("id")), seed, "cap"))
+    keep = set(ranked[:max_samples])
+    return [s for i, s in enumerate(samples) if i in keep], len(samples) - max_samples
+
+
+def hash_fraction(ids, fraction: float, seed: int, salt: str, *, at_least: int = 0, at_most: int = 0) -> list[str]:
+    """Ids whose seeded hash lies below `fraction`, topped up to `at_least`, capped at `at_most`,
+    in hash order (deterministic)."""
+    ranked = sorted(ids, key=lambda i: id_hash(i, seed, salt))
+    cut = int.from_bytes(b"\xff" * 8, "big") * fraction
+    chosen = [i for i in ranked if int.from_bytes(id_hash(i, seed, salt)[:8], "big") < cut]
+    if len(chosen) < at_least:
+        chosen = ranked[:at_least]
+    if at_most and len(chosen) > at_most:
+        chosen = chosen[:at_most]
+    return chosen
+
+
+def heldout_ids(encoded: dict, *, fraction: float, max_samples: int, kinds: list[str], seed: int) -> list[str]:
+    """The held-out split: a seeded slice of the encodable samples of the given kinds, sorted by id."""
+    candidates = sorted(i for i, e in encoded.items() if e.kind in kinds)
+    return sorted(hash_fraction(candidates, fraction, seed, "heldout", at_most=max_samples))
