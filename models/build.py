@@ -118,9 +118,14 @@ def pick_image_sample(vlm: VLM, corpus: Corpus, image_root: Path, seed: int,
     return vlm.image(img), FALLBACK_TEXT, "synthetic", skipped
 
 
-def _finite_loss(model, batch: dict) -> float:
+def _finite_loss(model, batch: dict, ignore_ids: tuple[int, ...] = ()) -> float:
+    """Causal-LM loss with the image placeholders (and padding) masked out of the labels, as in
+    training: a placeholder is an input slot for a visual token, not something to predict."""
+    labels = batch["input_ids"].clone()
+    for i in ignore_ids:
+        labels[labels == i] = -100
     with torch.no_grad():
-        loss = model(**batch, labels=batch["input_ids"]).loss
+        loss = model(**batch, labels=labels).loss
     value = float(loss)
     if not math.isfinite(value):
         raise BuildError(f"sanity forward pass: loss is {value}")
@@ -141,16 +146,18 @@ def sanity_check(vlm: VLM, corpus: Corpus, holdout: list[str], image_root: Path,
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": IMAGE_PROMPT}]},
                 {"role": "assistant", "content": caption}]
     batch = vlm.processor(text=[vlm.render(messages)], images=[img], return_tensors="pt")
-    image_loss = _finite_loss(vlm.model, dict(batch))
-    n_image_tokens = int((batch["input_ids"] == tok.image_token_id).sum()) if tok.image_token_id is not None else 0
+    image_id = tok.convert_tokens_to_ids(vlm.tokens.image)
+    image_loss = _finite_loss(vlm.model, dict(batch), ignore_ids=(image_id, tok.pad_token_id))
+    n_image_tokens = int((batch["input_ids"] == image_id).sum())
     return {"text_loss": round(text_loss, 4), "text_tokens": int(ids["input_ids"].shape[1]),
             "image_text_loss": round(image_loss, 4), "image_text_tokens": int(batch["input_ids"].shape[1]),
             "image_visual_tokens": n_image_tokens, "image_size": list(img.size), "image_source": source,
             "images_skipped": skipped}
 
 
-def measure_throughput(vlm: VLM, *, seq_len: int, batch_size: int = 4, steps: int = 2, seed: int = 0) -> dict:
-    """Forward and forward+backward tokens/s on random token ids (float32, this CPU)."""
+def measure_throughput(vlm: VLM, *, seq_len: int, batch_size: int = 2, steps: int = 1, seed: int = 0) -> dict:
+    """Forward and forward+backward tokens/s on random token ids (float32, this CPU): a quick
+    figure for the run's record; bench/bench_model_forward.py measures properly."""
     if steps <= 0:
         return {}
     model = vlm.model
@@ -219,8 +226,12 @@ def build_base_model(cfg: BaseModelConfig, out: Path, *, image_root: Path, in_di
     template = build_chat_template(tokens, cfg.default_system_prompt)
     corpus = read_corpus(in_dir) if in_dir.is_dir() else Corpus()
     tcfg = cfg.tokenizer
-    train, holdout = select_texts(corpus.items, max_texts=tcfg.max_texts if cfg.variant == "tiny" else 0,
-                                  holdout=tcfg.holdout_texts, seed=cfg.seed, max_chars=tcfg.max_chars_per_text)
+    n_texts = sum(1 for _, text in corpus.items if text.strip())
+    trains = cfg.variant == "tiny"
+    # a small corpus (the tiny profile's) must not lose most of its texts to the hold-out
+    n_holdout = min(tcfg.holdout_texts, n_texts // 10 if trains else n_texts)
+    train, holdout = select_texts(corpus.items, max_texts=tcfg.max_texts if trains else 0, holdout=n_holdout,
+                                  seed=cfg.seed, max_chars=tcfg.max_chars_per_text)
     timings["read_corpus_s"] = time.perf_counter() - t0
     summary: dict = {"variant": cfg.variant, "corpus": {"texts": len(corpus.items),
                                                           "image_records": len(corpus.image_records),

