@@ -9,9 +9,9 @@
     python -m eval list
 
 Greedy decoding, fixed seeds, batched generation (--batch-size) and a progress bar. Results go to
---out: items.jsonl (one row per item and mode), metrics.json, report.md, scores.png, ... A run that
-stops (an endpoint that fails mid-run) resumes from --out's items.jsonl on the next call; --fresh
-discards it.
+--out: items.jsonl (one row per item and mode), metrics.json, report.md, scores.png, ... Per-item
+results are appended to --out/work/items.jsonl as they come: a run that stops (an endpoint that
+fails mid-run) resumes from there on the next call; --fresh discards them.
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     a = run_parser().parse_args(argv)
     cfg = config_from_args(a)
     try:
-        metrics, _, _ = run(cfg, a.out, a.out, progress=not a.no_progress, fresh=a.fresh,
+        # per-item results accumulate in <out>/work (resumable); <out>/items.jsonl is this run's
+        metrics, _, _ = run(cfg, a.out, Path(a.out) / "work", progress=not a.no_progress, fresh=a.fresh,
                             title=f"Evaluation: {cfg.checkpoint}")
     except RunInterrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)

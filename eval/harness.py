@@ -144,7 +144,8 @@ def open_judge(cfg: EvalConfig, llm_cfg=None) -> Iterator:
 
 
 def run(cfg: EvalConfig, out_dir: str | Path, work_dir: str | Path, *, llm_cfg=None, progress: bool = False,
-        fresh: bool = False, title: str | None = None) -> tuple[dict, dict, EvalResult]:
+        fresh: bool = False, restart_on_mismatch: bool = False,
+        title: str | None = None) -> tuple[dict, dict, EvalResult]:
     """Evaluate and write items.jsonl + the report files into `out_dir`."""
     specs = specs_of(cfg)
     needs_judge = any(s.family == "longform" for s in specs)
@@ -152,7 +153,7 @@ def run(cfg: EvalConfig, out_dir: str | Path, work_dir: str | Path, *, llm_cfg=N
         judge = stack.enter_context(open_judge(cfg, llm_cfg)) if needs_judge else None
         adapter = stack.enter_context(open_model(cfg, llm_cfg))
         result = evaluate(adapter, specs, resolve_path(cfg.data_root), work_dir, cfg.settings(), judge=judge,
-                          progress=progress, fresh=fresh)
+                          progress=progress, fresh=fresh, restart_on_mismatch=restart_on_mismatch)
         if isinstance(adapter, PredictionsModel):
             result.adapter_stats["unmatched_predictions"] = adapter.unmatched()
     out = Path(out_dir)

@@ -5,7 +5,8 @@
 Reads `<root>/<checkpoint>/metrics.json` (one directory per checkpoint, as the `eval` stage writes
 them), orders checkpoints by the pipeline (base, cpt, mid, sft, rl; unknown names after, by name)
 and writes:
-- progression.json   DVC plots data: one row per (checkpoint, benchmark, mode) with its step index;
+- progression.json   one row per (checkpoint, benchmark, mode) with its step index (long format);
+- progression_plot.json  DVC plots data: one row per checkpoint, one field per benchmark (wide);
 - progression_metrics.json  DVC metrics: <checkpoint>.<benchmark>.<mode> and the delta over the
   previous checkpoint (what that stage changed);
 - progression.md, progression.csv, progression.png (one line per benchmark over checkpoints,
@@ -67,6 +68,17 @@ def deltas(rows: list[dict]) -> dict:
     return out
 
 
+def wide(rows: list[dict]) -> list[dict]:
+    """One row per checkpoint, one field per benchmark (generate score; `loglik_<name>` for acc_norm):
+    the shape DVC plots draws as one line per field (`y: {file: [medqa, pubmedqa, ...]}`)."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        row = out.setdefault(r["checkpoint"], {"checkpoint": r["checkpoint"], "step": r["step"]})
+        name = r["benchmark"].replace("category:", "category_")
+        row[name if r["mode"] == "generate" else f"loglik_{name}"] = r["score"]
+    return sorted(out.values(), key=lambda r: r["step"])
+
+
 def markdown(rows: list[dict], ckpts: list[str]) -> str:
     lines = ["# Benchmark progression over checkpoints", "",
              "Scores in %; in brackets the change from the previous checkpoint (what that stage moved).", ""]
@@ -125,6 +137,7 @@ def write_progression(root: str | Path, out_dir: str | Path) -> dict:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "progression.json", rows)
+    write_json(out / "progression_plot.json", wide(rows))
     result = deltas(rows)
     write_json(out / "progression_metrics.json", result)
     (out / "progression.md").write_text(markdown(rows, ckpts), encoding="utf-8")

@@ -8,7 +8,8 @@
    images are skipped, with the reason `model_lacks_vision`, for a text-only model.
 2. Tasks already in `work_dir/items.jsonl` under the same fingerprint (model identity, settings that
    change outputs, template version) are not asked again: an endpoint that fails mid-run costs
-   only the items it had not answered. A different fingerprint is refused unless `fresh=True`.
+   only the items it had not answered. A different fingerprint is refused unless `fresh=True`
+   (discard) or `restart_on_mismatch=True` (the stage: a retrained checkpoint keeps its name).
 3. The rest run in batches of `batch_size` (longest prompts first, so a batch pads little); each
    result is scored at once and appended (flushed) to items.jsonl. An adapter exception for any item
    of a batch writes the batch's other results and stops the run with `RunInterrupted`; run again to
@@ -114,7 +115,7 @@ def _key(benchmark: str, item_id: str, mode: str) -> tuple[str, str, str]:
 class ResultsFile:
     """items.jsonl + run.json in `work_dir`: append-as-you-go rows of one fingerprint."""
 
-    def __init__(self, work_dir: Path, fingerprint: str, *, fresh: bool):
+    def __init__(self, work_dir: Path, fingerprint: str, *, fresh: bool, restart_on_mismatch: bool = False):
         self.dir = Path(work_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / ITEMS_FILE
@@ -122,8 +123,10 @@ class ResultsFile:
         if run_file.exists() and not fresh:
             old = json.loads(run_file.read_text()).get("fingerprint")
             if old != fingerprint and self.path.exists() and self.path.stat().st_size:
-                raise ResumeMismatch(f"{self.path} holds results of another model/settings ({old}); "
-                                     f"use a new output directory or fresh=True (--fresh) to discard them")
+                if not restart_on_mismatch:
+                    raise ResumeMismatch(f"{self.path} holds results of another model/settings ({old}); "
+                                         f"use a new output directory or fresh=True (--fresh) to discard them")
+                fresh = True      # a retrained checkpoint under the same name: its old results are stale
         if fresh and self.path.exists():
             self.path.unlink()
         run_file.write_text(json.dumps({"fingerprint": fingerprint}, indent=2) + "\n")
@@ -197,7 +200,8 @@ def _batches(pending: list[tuple[Item, str]], settings: RunSettings):
 
 
 def evaluate(adapter, specs: list[BenchmarkSpec], data_root: str | Path, work_dir: str | Path,
-             settings: RunSettings, *, judge=None, progress: bool = False, fresh: bool = False) -> EvalResult:
+             settings: RunSettings, *, judge=None, progress: bool = False, fresh: bool = False,
+             restart_on_mismatch: bool = False) -> EvalResult:
     from tqdm import tqdm
 
     from tasks.llm.client import LLMError
@@ -209,7 +213,7 @@ def evaluate(adapter, specs: list[BenchmarkSpec], data_root: str | Path, work_di
         quarantined += res.quarantined
         selected[spec.name] = select(res.items, settings.limits.get(spec.name, settings.limit), settings.seed)
     fp = run_fingerprint(adapter, settings, getattr(judge, "name", None))
-    store = ResultsFile(Path(work_dir), fp, fresh=fresh)
+    store = ResultsFile(Path(work_dir), fp, fresh=fresh, restart_on_mismatch=restart_on_mismatch)
     tasks, skipped = plan(selected, adapter, settings)
     pending = [(it, m) for it, m in tasks if _key(it.benchmark, it.id, m) not in store.rows]
     timings: dict[str, float] = {}

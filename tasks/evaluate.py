@@ -21,8 +21,9 @@ What (eval/ holds the logic; this is the shell that binds config, output dir and
    parse-failure rates, decontamination overlap, items/s per mode; artifacts report.md, table.csv
    (+ an MLflow table), scores.png, metrics.json.
 
-`progression` assembles data/eval/*/metrics.json into data/eval_progression/ (progression.json for
-DVC plots, progression_metrics.json, progression.md/.csv/.png): which stage moved which benchmark.
+`progression` assembles data/eval/*/metrics.json into data/eval_progression/ (progression_plot.json
+for DVC plots, progression_metrics.json for DVC metrics, progression.md/.csv/.png): which stage moved
+which benchmark.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     with stage_run(stage, cfg, profile) as tracker, \
             atomic_output_dir(resolve(cfg.out_root) / cfg.checkpoint) as out:
         tracker.mlflow.set_tag("checkpoint", cfg.checkpoint)
-        metrics, _, result = run(cfg, out, work, llm_cfg=llm_cfg, title=f"Evaluation: {cfg.checkpoint}")
+        metrics, _, result = run(cfg, out, work, llm_cfg=llm_cfg, restart_on_mismatch=True,
+                                 title=f"Evaluation: {cfg.checkpoint}")
         flat = numeric_leaves(metrics)
         for mode in ("generate", "loglik"):
             n, secs = result.timings.get(f"{mode}_items", 0), result.timings.get(f"{mode}_s", 0.0)
@@ -100,7 +102,7 @@ def progression(argv: list[str]) -> dict:
     with stage_run("eval_progression", cfg, profile) as tracker, atomic_output_dir(resolve(cfg.out)) as out:
         res = write_progression(resolve(cfg.root), out)
         tracker.log_metrics(numeric_leaves(res["metrics"]))
-        for name in ("progression.md", "progression.csv", "progression.png", "progression.json"):
+        for name in ("progression.md", "progression.csv", "progression.png", "progression_plot.json"):
             tracker.log_artifact(out / name, "eval_progression")
     print(f"eval_progression: {', '.join(res['checkpoints'])} ({res['rows']} rows)")
     return res

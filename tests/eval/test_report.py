@@ -147,6 +147,10 @@ def test_progression_over_checkpoints(tmp_path):
     assert (tmp_path / "prog" / "progression.png").stat().st_size > 0
     rows = json.loads((tmp_path / "prog" / "progression.json").read_text())
     assert {r["checkpoint"] for r in rows} == {"base", "cpt", "sft"}
+    plot = json.loads((tmp_path / "prog" / "progression_plot.json").read_text())
+    assert [(r["checkpoint"], r["medqa"], r["loglik_medqa"]) for r in plot] == [
+        ("base", 0.25, 0.35), ("cpt", 0.3, 0.4), ("sft", 0.5, 0.6)]
+    assert plot[0]["category_medical_text"] == 0.25
 
 
 def _write_json(path, obj):

@@ -105,6 +105,10 @@ def test_torn_line_is_asked_again_and_fingerprint_is_checked(data_root, tmp_path
             evaluate(endpoint_model(ep.url), MEDQA, data_root, tmp_path, thinking)
         res = evaluate(endpoint_model(ep.url), MEDQA, data_root, tmp_path, thinking, fresh=True)
         assert len(res.rows) == 3 and "<think>" in ep.requests[-1]["messages"][-1]["content"]
+        # the stage's mode: a checkpoint retrained under the same name starts over by itself
+        n = len(ep.requests)
+        res = evaluate(endpoint_model(ep.url), MEDQA, data_root, tmp_path, settings, restart_on_mismatch=True)
+        assert len(res.rows) == 3 and len(ep.requests) == n + 3
 
 
 def test_text_only_endpoint_skips_image_items_and_vision_endpoint_sends_them(data_root, tmp_path):
