@@ -21,14 +21,19 @@ the same interface, chosen per role in `roles`):
 4. OCR: rendered EN/ZH lab reports (perspective, 10% rotation, blur, shadow, glare, occlusion) with row
    boxes, transcription and QA incl. NOT_FOUND -- ocr_panels.py, ocr_render.py, ocr_targets.py;
 5. entity-balanced mixing: repeats per corpus document from data/entity_map/balanced_manifest.jsonl
-   (systematic sampling, exact budget) -- mixing.py.
-Outputs (data/cpt_data): samples/, rejected/, rejected_items/, images/, mixture.jsonl, summary.json
-(see tasks/cpt/stage.py).
+   (systematic sampling, exact budget) -- mixing.py;
+6. corpus documents: each text document of data/quality/kept written as task "document" samples, one
+   per view the mixture plans (text cut at `documents.max_chars`, total views optionally capped at
+   `documents.max_views` keeping the proportions); image documents are left to parts 2-3 --
+   documents.py. This is how the mixing plan reaches cpt_order and cpt, which read only samples/.
+Outputs (data/cpt_data): samples/ (synthesized + document samples), rejected/, rejected_items/, images/,
+mixture.jsonl, summary.json (see tasks/cpt/stage.py).
 
 Accounting: the unit is the corpus record, as in entity_map: every valid record is kept (it stays CPT
 data; the mixture says how often it is seen), invalid lines are rejected; read == kept + rejected.
 Every synthesis part reports inputs, kept and rejected-by-reason in summary.json `parts`, and every
-rejected item is in rejected_items/ with its part and reason.
+rejected item is in rejected_items/ with its part and reason; for `documents` the unit is the planned
+view (kept + rejected = inputs: missing_document, empty_text, image_document).
 
 MLflow: read/kept/rejected, samples per task and generator, part rejections, OCR images/s, timings, LLM
 client stats when a role is llm; artifacts summary.json and a sample of samples.

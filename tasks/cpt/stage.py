@@ -1,12 +1,15 @@
 """The `cpt_data` stage body: every §3.3 part run over the pipeline's artifacts, written as one sample set.
 
 Called by tasks/cpt_data.py (the shell: config, LLM client, MLflow, atomic output dir). Outputs in `out`:
-    samples/part-*.jsonl        CPT samples (tasks/cpt/samples.py contract), validated before writing
+    samples/part-*.jsonl        CPT samples (tasks/cpt/samples.py contract), validated before writing: the
+                                synthesized ones and the corpus documents, each as often as the mixture
+                                says (task "document", tasks/cpt/documents.py)
     rejected/part-*.jsonl       corpus lines that are not valid records (the stage's read/kept/rejected)
     rejected_items/part-*.jsonl every item a synthesis part rejected: {part, reason, detail, item}
     images/<sha[:2]>/<sha>.*    rendered OCR images and converted (CMYK / 16-bit) corpus images
     mixture.jsonl               entity-balanced repeats per corpus document (tasks/cpt/mixing.py)
-    summary.json                counts per part and reason, samples per task, mixing report, timings
+    summary.json                counts per part and reason, samples per task, mixing and documents
+                                reports, timings
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from tasks.cpt.caption_refine import (
     matcher_extractor,
     refine_captions,
 )
+from tasks.cpt.documents import DocumentParams, corpus_entry, document_samples
 from tasks.cpt.image_attributes import SOURCES as IMAGE_SOURCES
 from tasks.cpt.image_attributes import ImageLimits, check_unit_image, image_units
 from tasks.cpt.image_knowledge import image_knowledge
@@ -87,6 +91,7 @@ class CptDataConfig:
     refine: RefineParams = dataclasses.field(default_factory=RefineParams)
     ocr: OCRParams = dataclasses.field(default_factory=OCRParams)
     perplexity: PerplexityConfig = dataclasses.field(default_factory=PerplexityConfig)
+    documents: DocumentParams = dataclasses.field(default_factory=DocumentParams)
 
     @property
     def uses_llm(self) -> bool:
@@ -162,6 +167,7 @@ def run(cfg: CptDataConfig, out: Path, client=None, log=print) -> dict:
     sink = StageSink(out, shard_size=cfg.shard_size)
     parts = Parts(out, cfg.shard_size)
     image_records = []
+    docs: dict[str, dict] = {}           # doc_id -> corpus_entry: ~25k texts, tens of MB on the default corpus
     for rec, rej in iter_records(shards):
         sink.count_read(1)
         if rej is not None:
@@ -170,6 +176,8 @@ def run(cfg: CptDataConfig, out: Path, client=None, log=print) -> dict:
         sink.keep_as([])                 # every valid document stays CPT data; its repeats come from the mixture
         if rec["source"] in IMAGE_SOURCES:
             image_records.append(rec)
+        if cfg.documents.enabled:
+            docs[rec["id"]] = corpus_entry(rec)
 
     # text knowledge from the KG (§3.3.1)
     t0 = time.perf_counter()
@@ -242,12 +250,27 @@ def run(cfg: CptDataConfig, out: Path, client=None, log=print) -> dict:
     timings["ocr_s"] = time.perf_counter() - t0
     timings["ocr_images_per_s"] = cfg.ocr.images / max(timings["ocr_s"], 1e-9)
 
+    # entity-balanced mixing (§3.3): repeats per corpus document, turned into document samples
+    t0 = time.perf_counter()
+    manifest = _read_jsonl(resolve(cfg.manifest))
+    mix, mix_report = mixing_plan(manifest, cfg.mixing_budget or len(manifest), cfg.seed)
+    parts.record("mixing", len(manifest), Outcome([], mix.rejected))
+    with open(out / "mixture.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(dumps(r) + "\n" for r in mix.kept)
+    documents: list[dict] = []
+    doc_report: dict = {"enabled": False}
+    if cfg.documents.enabled:
+        doc_out, doc_report = document_samples(mix.kept, docs, cfg.documents, cfg.seed)
+        documents = parts.record("documents", doc_report["views"], doc_out)
+    docs.clear()
+    timings["documents_s"] = time.perf_counter() - t0
+
     # write samples (validated once more: nothing leaves the stage outside the contract)
     writer = ShardedJsonlWriter(out / "samples", cfg.shard_size)
     invalid = Outcome()
     tasks: Counter = Counter()
     generators: Counter = Counter()
-    for s in text + image + ocr:
+    for s in text + image + ocr + documents:
         try:
             validate_sample(s)
         except SampleError as e:
@@ -257,19 +280,13 @@ def run(cfg: CptDataConfig, out: Path, client=None, log=print) -> dict:
         tasks[s["task"]] += 1
         generators[s["meta"]["generator"]] += 1
     writer.close()
-    parts.record("contract", len(text) + len(image) + len(ocr), invalid)
-
-    # entity-balanced mixing (§3.3)
-    manifest = _read_jsonl(resolve(cfg.manifest))
-    mix, mix_report = mixing_plan(manifest, cfg.mixing_budget or len(manifest), cfg.seed)
-    parts.record("mixing", len(manifest), Outcome([], mix.rejected))
-    with open(out / "mixture.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(dumps(r) + "\n" for r in mix.kept)
+    parts.record("contract", len(text) + len(image) + len(ocr) + len(documents), invalid)
 
     timings["total_s"] = time.perf_counter() - t_all
     summary = sink.close(samples=writer.count, samples_by_task=dict(sorted(tasks.items())),
                          samples_by_generator=dict(sorted(generators.items())), parts=parts.summary(),
                          instruction_kinds=dict(sorted(kinds.items())), perplexity=ppl_report, mixing=mix_report,
+                         documents=doc_report,
                          roles=dataclasses.asdict(cfg.roles), images_stored=store.stored)
     kept_dir = out / "kept"
     if kept_dir.exists() and not any(kept_dir.iterdir()):

@@ -67,6 +67,12 @@ def test_stage_end_to_end_and_deterministic(tmp_path):
     assert summary["parts"]["image_check"]["rejected_by_reason"] == {"image_too_small": 1}
     assert summary["parts"]["atomic_qa"]["rejected_by_reason"] == {}          # co_occurs edge not in the input
     assert summary["perplexity"] == {"enabled": False, "skipped": "base_model is not set"}
+    # the mixture (expected 1, 2, 3 views) reaches the samples: the text document 3 times, image documents
+    # left to the image parts
+    assert tasks["document"] == 3 and summary["documents"]["views"] == 6
+    docs = summary["parts"]["documents"]
+    assert (docs["inputs"], docs["kept"], docs["rejected_by_reason"]) == (6, 3, {"image_document": 3})
+    assert summary["parts"]["contract"]["rejected"] == 0
     out = tmp_path / "out"
     samples = [r for p in sorted((out / "samples").glob("part-*.jsonl")) for r in read_jsonl(p)]
     assert len(samples) == summary["samples"]
@@ -78,6 +84,9 @@ def test_stage_end_to_end_and_deterministic(tmp_path):
     assert {(r["part"], r["reason"]) for r in items} >= {("image_check", "image_too_small")}
     mixture = read_jsonl(out / "mixture.jsonl")
     assert sum(r["repeats"] for r in mixture) == 6 and mixture[0]["doc_id"] == "vqa_rad-1"
+    documents = [s for s in samples if s["task"] == "document"]
+    assert {s["source_ids"][0] for s in documents} == {"medquad-1"} and len({s["id"] for s in documents}) == 3
+    assert all(s["text"] == "Asthma causes wheezing." for s in documents)
     assert not (out / "kept").exists()
 
     first = {name: (out / name).read_bytes() for name in ("samples/part-00000.jsonl", "mixture.jsonl")}
