@@ -31,7 +31,7 @@ PROJECT_ROOT = Path(os.environ.get("MEDX_PROJECT_ROOT", Path(__file__).resolve()
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
 
-from tasks.pipeline import read_stage_graph  # noqa: E402  (needs PROJECT_ROOT on sys.path)
+from tasks.pipeline import read_stage_graph, task_id  # noqa: E402  (needs PROJECT_ROOT on sys.path)
 
 VENV_BIN = PROJECT_ROOT / ".venv" / "bin"
 STAGE_RETRIES = int(os.environ.get("MEDX_STAGE_RETRIES", "2"))
@@ -71,8 +71,8 @@ with DAG(
     parent = open_parent_run()
     stage_tasks = {
         stage: BashOperator(
-            task_id=stage,
-            bash_command=f"dvc repro --single-item {stage}",
+            task_id=task_id(stage),
+            bash_command=f"dvc repro --single-item '{stage}'",
             cwd=str(PROJECT_ROOT),
             env={
                 "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",

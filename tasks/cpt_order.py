@@ -31,7 +31,7 @@ from __future__ import annotations
 import sys
 
 from tasks.common.config import load_stage_config, resolve
-from tasks.common.io import atomic_output_dir
+from tasks.common.io import atomic_output_dir, head_jsonl
 from tasks.common.tracking import stage_run
 from tasks.train.config import CptOrderConfig
 from tasks.train.order_stage import run
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
         flat = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         flat.update({f"timing.{k}": v for k, v in summary["timings"].items()})
         flat.update({f"warmup.{k}": v for k, v in summary["warmup"].items() if isinstance(v, (int, float))})
-        tracker.log_summary({**flat, "rejected_by_reason": summary["rejected_by_reason"]})
+        tracker.log_summary({**flat, "rejected_by_reason": summary["rejected_by_reason"]},
+                            kept_sample=head_jsonl(out / "manifest.jsonl", 20))
         for name in ("clusters.json", "order_map.png"):
             tracker.log_artifact(out / name, "cpt_order")
     print(f"cpt_order: read={summary['read']} scheduled={summary['scheduled']} heldout={summary['heldout']} "

@@ -36,7 +36,7 @@ import contextlib
 import sys
 
 from tasks.common.config import load_stage_config, resolve
-from tasks.common.io import atomic_output_dir
+from tasks.common.io import atomic_output_dir, head_jsonl
 from tasks.common.tracking import stage_run
 from tasks.train.config import CptConfig
 from tasks.train.cpt_stage import cleanup_checkpoints, run
@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> dict:
         summary = run(cfg, out, lambda metrics, step=None: tracker.log_metrics(metrics, step=step))
         flat = {k: v for k, v in summary.items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None}
-        tracker.log_summary({**flat, "rejected_by_reason": summary["rejected_by_reason"]})
+        tracker.log_summary({**flat, "rejected_by_reason": summary["rejected_by_reason"]},
+                            kept_sample=head_jsonl(out / "order_trace.jsonl", 20))
         for name in ("metrics.json", "summary.json"):
             tracker.log_artifact(out / name, "cpt")
         if cfg.mlflow.log_model:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -25,10 +26,65 @@ from tasks.common.tracking import (PARENT_ENV, child_runs, close_parent_run, del
                                    open_parent_run)
 
 
+_VAR = re.compile(r"\$\{\s*([\w.]+)\s*\}")
+
+
+def interpolate(value, context: dict):
+    """DVC-style `${a.b}` substitution in a str/list/dict (unknown names are left as they are)."""
+    if isinstance(value, dict):
+        return {interpolate(k, context): interpolate(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, context) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def lookup(name: str):
+        node = context
+        for part in name.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise KeyError(name)
+            node = node[part]
+        return node
+
+    whole = _VAR.fullmatch(value)
+    if whole:
+        try:
+            return lookup(whole.group(1))
+        except KeyError:
+            return value
+
+    def sub(m):
+        try:
+            return str(lookup(m.group(1)))
+        except KeyError:
+            return m.group(0)
+    return _VAR.sub(sub, value)
+
+
+def expand_stages(dvc_yaml: Path) -> dict[str, dict]:
+    """dvc.yaml's stages with `foreach` stages expanded as DVC names them (`eval@base`), variables
+    taken from params.yaml beside it (DVC's default `vars`)."""
+    stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
+    params_file = dvc_yaml.parent / "params.yaml"
+    context = (yaml.safe_load(params_file.read_text()) or {}) if params_file.exists() else {}
+    out: dict[str, dict] = {}
+    for name, spec in stages.items():
+        if "foreach" not in spec:
+            out[name] = interpolate(spec, context)
+            continue
+        items = interpolate(spec["foreach"], context)
+        pairs = (items.items() if isinstance(items, dict)
+                 else ((str(i) if isinstance(i, (str, int)) else str(n), i) for n, i in enumerate(items)))
+        for key, item in pairs:
+            out[f"{name}@{key}"] = interpolate(spec["do"], {**context, "key": key, "item": item})
+    return out
+
+
 def read_stage_graph(dvc_yaml: Path) -> dict[str, list[str]]:
     """{stage: [upstream stages]} from dvc.yaml: a stage depends on the stage whose out is
-    (or contains) one of its deps. Reads YAML only, so it is cheap enough for DAG parsing."""
-    stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages", {})
+    (or contains) one of its deps, or lies inside one of them (a stage reading data/eval depends
+    on every eval@<checkpoint>). Reads YAML only, so it is cheap enough for DAG parsing."""
+    stages = expand_stages(dvc_yaml)
     outs = {}
     for name, spec in stages.items():
         for out in spec.get("outs", []):
@@ -40,10 +96,16 @@ def read_stage_graph(dvc_yaml: Path) -> dict[str, list[str]]:
         for dep in spec.get("deps", []):
             dep = str(dep).rstrip("/")
             for out, producer in outs.items():
-                if producer != name and (dep == out or dep.startswith(out + "/")) and producer not in ups:
+                related = dep == out or dep.startswith(out + "/") or out.startswith(dep + "/")
+                if producer != name and related and producer not in ups:
                     ups.append(producer)
         graph[name] = ups
     return graph
+
+
+def task_id(stage: str) -> str:
+    """An Airflow task id for a DVC stage name (`eval@base` -> `eval.base`: `@` is not allowed)."""
+    return stage.replace("@", ".")
 
 
 def profile_name() -> str:

@@ -104,6 +104,35 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[dict | None, dict | No
                 yield None, rejection("bad_json", f"{e.msg} at col {e.colno}", locator=loc)
 
 
+# Wall-clock figures differ from run to run. They go to MLflow and stdout, not into DVC outputs, so a
+# stage re-run on the same inputs reproduces its outputs byte for byte.
+WALL_CLOCK_KEYS = frozenset({"seconds", "timings", "train_runtime", "train_runtime_s", "tokens_per_s",
+                             "train_tokens_per_second", "train_samples_per_second", "train_steps_per_second",
+                             "attempt"})
+
+
+def without_wall_clock(obj: Any) -> Any:
+    """`obj` with every WALL_CLOCK_KEYS entry removed, recursively (dicts and lists)."""
+    if isinstance(obj, dict):
+        return {k: without_wall_clock(v) for k, v in obj.items() if k not in WALL_CLOCK_KEYS}
+    if isinstance(obj, list):
+        return [without_wall_clock(v) for v in obj]
+    return obj
+
+
+def head_jsonl(path: str | os.PathLike, n: int) -> list[dict]:
+    """The first `n` good objects of a JSONL file (a sample for MLflow; [] when the file is missing)."""
+    if not Path(path).is_file():
+        return []
+    out = []
+    for obj, _ in iter_jsonl(path):
+        if obj is not None:
+            out.append(obj)
+            if len(out) == n:
+                break
+    return out
+
+
 def iter_records(paths: list[Path]) -> Iterator[tuple[dict | None, dict | None]]:
     """Yield validated records from JSONL shards; invalid ones come back as rejections."""
     for path in paths:

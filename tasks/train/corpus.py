@@ -1,7 +1,7 @@
 """Reading the CPT corpus and the seeded splits both CPT stages agree on.
 
     samples, bad_lines = read_samples("data/cpt_data/samples")   # bad_lines: [{reason, detail, locator}]
-    chosen, capped = cap_samples(samples, max_samples=5000, seed=1234)
+    chosen, left_out = cap_samples(samples, max_samples=5000, seed=1234)
     heldout = heldout_ids(encoded, fraction=0.03, max_samples=300, kinds=[...], seed=1234)
 
 Splits are by a seeded hash of the sample id, so they do not depend on shard order or count, and
@@ -39,13 +39,14 @@ def id_hash(sample_id: str, seed: int, salt: str) -> bytes:
     return hashlib.sha256(f"{salt}:{seed}:{sample_id}".encode()).digest()
 
 
-def cap_samples(samples: list[dict], max_samples: int, seed: int) -> tuple[list[dict], int]:
-    """(the `max_samples` samples with the smallest seeded id hashes, in file order; how many were left out)."""
+def cap_samples(samples: list[dict], max_samples: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """(the `max_samples` samples with the smallest seeded id hashes, in file order; the samples left out)."""
     if max_samples <= 0 or len(samples) <= max_samples:
-        return samples, 0
+        return samples, []
     ranked = sorted(range(len(samples)), key=lambda i: id_hash(str(samples[i].get("id")), seed, "cap"))
     keep = set(ranked[:max_samples])
-    return [s for i, s in enumerate(samples) if i in keep], len(samples) - max_samples
+    return ([s for i, s in enumerate(samples) if i in keep],
+            [s for i, s in enumerate(samples) if i not in keep])
 
 
 def hash_fraction(ids, fraction: float, seed: int, salt: str, *, at_least: int = 0, at_most: int = 0) -> list[str]:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.common.config import project_root, resolve
-from tasks.common.io import dumps, iter_jsonl, write_json
+from tasks.common.io import dumps, iter_jsonl, without_wall_clock, write_json
 from tasks.train.checkpoints import (
     CheckpointError,
     check_complete,
@@ -116,20 +116,22 @@ def choose_checkpoint(cfg: CptConfig, root: Path, world_size: int, fingerprint: 
 
 
 def merged_trace(root: Path, rank: int = 0) -> list[dict]:
-    """The order trace of `rank`, one line per micro-batch; a step re-run after a resume replaces
-    the lines the killed run wrote for it."""
+    """The order trace of `rank`, one line per micro-batch; for a step run again after a resume,
+    the latest attempt's lines replace those the killed run wrote."""
     path = root / f"order_trace.rank{rank}.jsonl"
     if not path.is_file():
         return []
-    by_step: dict[int, list[dict]] = {}
-    last_step = None
+    by_step: dict[int, tuple[str, list[dict]]] = {}
     for line in path.read_text().splitlines():
-        row = json.loads(line)
-        if row["step"] != last_step and row["step"] in by_step:
-            by_step[row["step"]] = []          # the step runs again: forget the earlier attempt
-        by_step.setdefault(row["step"], []).append(row)
-        last_step = row["step"]
-    return [r for s in sorted(by_step) for r in by_step[s]]
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:      # the last line of a killed run may be cut short
+            continue
+        attempt, rows = by_step.get(row["step"], (None, []))
+        if attempt != row.get("attempt"):
+            rows = []
+        by_step[row["step"]] = (row.get("attempt"), [*rows, row])
+    return [r for s in sorted(by_step) for r in by_step[s][1]]
 
 
 def run(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> dict:
@@ -201,7 +203,7 @@ def run(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> dict:
         log_metrics({"heldout.ppl": after["ppl"], "heldout.nll": after["nll"]}, step=step)
     trace = merged_trace(root) if cfg.trace_order else []
     with open(out / "order_trace.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(dumps(r) + "\n" for r in trace)
+        f.writelines(dumps(without_wall_clock(r)) + "\n" for r in trace)
     with open(out / "rejected.jsonl", "w", encoding="utf-8") as f:
         f.writelines(dumps(r) + "\n" for r in rejected + bad_lines)
     # this call's work only: a resumed run must not credit the killed run's tokens to its own time
@@ -220,7 +222,7 @@ def run(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> dict:
         "tokens_per_s": tokens_this_run / runtime if steps_this_run and runtime > 0 else None,
         "log_history": trainer.state.log_history,
     }
-    write_json(out / "metrics.json", metrics)
+    write_json(out / "metrics.json", without_wall_clock(metrics))
     skipped_rows = Counter(r for _, r in trainer.skipped_rows)
     reason_of = {r["id"]: r["reason"] for r in rejected}
     dropped = Counter(reason_of.get(e["id"], "unknown") for e in manifest if e["id"] not in encoded)
@@ -236,7 +238,7 @@ def run(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> dict:
         "tokens_seen": tokens, "steps_this_run": steps_this_run,
         "seconds": round(time.perf_counter() - started, 3), "_checkpoint_root": str(root),
     }
-    write_json(out / "summary.json", {k: v for k, v in summary.items() if not k.startswith("_")})
+    write_json(out / "summary.json", without_wall_clock({k: v for k, v in summary.items() if not k.startswith("_")}))
     return summary
 
 

@@ -94,6 +94,8 @@ class ScheduleTrainer(Trainer):
     def __init__(self, *args, trace_path: str | os.PathLike | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.trace_path = Path(trace_path) if trace_path else None
+        # tells a resumed run's lines from the killed run's lines for the same step
+        self.attempt = f"{os.getpid()}-{time.time_ns()}"
         self.skipped_rows: list[tuple[str, str]] = []
         self.empty_batches = 0
         _, self.world_size = world()
@@ -106,7 +108,8 @@ class ScheduleTrainer(Trainer):
         if self.trace_path is None:
             return
         rank, _ = world()
-        line = {"step": self.state.global_step + 1, "rank": rank, "positions": extra.get("positions", []),
+        line = {"step": self.state.global_step + 1, "rank": rank, "attempt": self.attempt,
+                "positions": extra.get("positions", []),
                 "ids": extra.get("sample_ids", []), "skipped": extra.get("skipped", [])}
         with open(self.trace_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")

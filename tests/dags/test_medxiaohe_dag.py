@@ -7,6 +7,8 @@ from pathlib import Path
 
 from project_copy import PROJECT, project_env
 
+from tasks.pipeline import task_id
+
 DAG_FILE = PROJECT / "dags" / "medxiaohe_pipeline.py"
 
 
@@ -29,7 +31,7 @@ def test_task_ids_equal_dvc_stage_list():
     dag = load_dag(DAG_FILE)
     proc = subprocess.run(["dvc", "stage", "list", "--name-only"], cwd=PROJECT, capture_output=True,
                           text=True, check=True, env=project_env(PROJECT))
-    stages = proc.stdout.split()
+    stages = [task_id(s) for s in proc.stdout.split()]
     stage_tasks = [t for t in dag.task_ids if t not in ("open_parent_run", "close_parent_run")]
     assert sorted(stage_tasks) == sorted(stages)
     # dependencies follow DVC's graph: collect -> clean -> quality

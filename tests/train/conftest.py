@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,19 @@ def stage_env(root: Path) -> dict:
                MEDX_MLFLOW_ARTIFACTS=(root / "mlartifacts").as_uri(), OMP_NUM_THREADS="1")
     env.pop("MEDX_MLFLOW_PARENT_RUN_ID", None)
     return env
+
+
+def run_process_group(cmd: list[str], *, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """Run `cmd` in its own session; on timeout kill the whole group (a launcher's workers too)."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"{cmd[:6]} timed out after {timeout} s:\n{out[-3000:]}\n{err[-3000:]}") from None
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 @pytest.fixture(scope="session")
