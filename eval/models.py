@@ -34,6 +34,7 @@ from typing import Any
 
 from eval.benchmarks import Item
 from eval.templates import LoglikRequest, Prompt
+from models.checkpoint import checkpoint_digest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,16 +52,6 @@ def _load_image(path: str):
 
     with Image.open(path) as im:
         return im.convert("RGB")
-
-
-def checkpoint_digest(path: Path) -> str:
-    """A cheap identity of a checkpoint directory: names, sizes and the first MiB of every file."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(path)}:{f.stat().st_size}".encode())
-        with open(f, "rb") as fh:
-            h.update(fh.read(1 << 20))
-    return h.hexdigest()[:16]
 
 
 class HFModel:

@@ -22,6 +22,7 @@ CheckpointError naming the file.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import struct
@@ -214,3 +215,15 @@ def save_vlm(vlm: VLM, out_dir: str | os.PathLike, *, extra_meta: dict | None = 
     write_meta(out, variant=vlm.variant, budget=vlm.budget, factor=vlm.factor, tokens=vlm.tokens,
                extra=extra_meta)
     return out
+
+
+def checkpoint_digest(path: str | os.PathLike) -> str:
+    """A cheap identity of a checkpoint directory: file names, sizes and the first MiB of every file
+    (enough to tell checkpoints apart without hashing gigabytes of weights)."""
+    h = hashlib.sha256()
+    root = Path(path)
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(root)}:{f.stat().st_size}".encode())
+        with open(f, "rb") as fh:
+            h.update(fh.read(1 << 20))
+    return h.hexdigest()[:16]

@@ -163,3 +163,23 @@ def test_forced_rerun_is_deterministic(tiny_project: Path):
     assert out_hashes(tiny_project) == first
     _, runs = mlflow_runs(tiny_project)
     assert len(parent_runs(runs)) == 2  # the forced run has its own parent
+
+
+def test_cpt_model_loads_with_from_pretrained_and_generates(tiny_project: Path):
+    """What cpt saved is a plain HF checkpoint: transformers' Auto classes load it and it answers
+    an image + text prompt through its chat template."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    path = tiny_project / "data" / "cpt" / "model"
+    processor = AutoProcessor.from_pretrained(path)
+    model = AutoModelForImageTextToText.from_pretrained(path).eval()
+    image = Image.fromarray((np.random.default_rng(0).random((96, 128)) * 255).astype("uint8")).convert("RGB")
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the finding."}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = processor(images=[image], text=prompt, return_tensors="pt")
+    with torch.no_grad():
+        out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]

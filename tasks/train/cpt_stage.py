@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import shutil
 import time
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.checkpoint import checkpoint_digest
 from tasks.common.config import project_root, resolve
 from tasks.common.io import dumps, iter_jsonl, without_wall_clock, write_json
 from tasks.train.checkpoints import (
@@ -56,16 +56,6 @@ CODE_ROOT = Path(__file__).resolve().parents[2]
 # fields that do not change the training trajectory: changing them must not start a new run
 NOT_IN_RUN_KEY = ("out_dir", "checkpoint_root", "resume", "resume_from", "keep_checkpoints", "trace_order",
                   "mlflow", "eval_batch_size")
-
-
-def directory_digest(path: Path) -> str:
-    """Cheap identity of a model directory: file names, sizes and the first MiB of each file."""
-    h = hashlib.sha256()
-    for f in sorted(p for p in Path(path).rglob("*") if p.is_file()):
-        h.update(f"{f.relative_to(path)}:{f.stat().st_size}".encode())
-        with open(f, "rb") as fh:
-            h.update(fh.read(1 << 20))
-    return h.hexdigest()[:16]
 
 
 def read_jsonl_strict(path: Path) -> list[dict]:
@@ -160,7 +150,7 @@ def run(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> dict:
 
     ds_config = deepspeed_config(cfg, world_size)
     identity = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_RUN_KEY}
-    identity.update({"schedule": dataset.fingerprint(), "base_model": directory_digest(base_dir),
+    identity.update({"schedule": dataset.fingerprint(), "base_model": checkpoint_digest(base_dir),
                      "world_size": world_size,
                      "deepspeed": Path(ds_config).read_text() if ds_config else None})
     key = run_key(identity)
