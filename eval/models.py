@@ -90,12 +90,28 @@ class HFModel:
         self.max_length = max_length or int(getattr(text_cfg, "max_position_embeddings", 0) or 4096)
         self.image_token = getattr(self.processor, "image_token", None) or "<image>"
         self.chat_template = self._chat_template_owner()
+        self.thinking_switch = self._uses_thinking_switch()
         self.name = self.path.name
         self.stats = {"truncated_prompts": 0, "boundary_mismatches": 0}
 
     def describe(self) -> dict:
         return {"adapter": "hf", "path": str(self.path), "digest": checkpoint_digest(self.path),
-                "vision": self.vision, "chat_template": self.chat_template is not None}
+                "vision": self.vision, "chat_template": self.chat_template is not None,
+                "thinking_switch": self.thinking_switch}
+
+    def _uses_thinking_switch(self) -> bool:
+        """Whether to pass the template's `enable_thinking` switch. A direct answer with the switch
+        off pre-fills an empty <think></think> block, the contract of models trained with reasoning
+        blocks (Qwen3, this project's SFT/RL checkpoints). A checkpoint never trained on <think> (this
+        project's base and CPT models, whose medx_model.json lacks `thinking_trained: true`) answers
+        that pre-fill with an immediate end of turn, so it gets the plain generation prompt instead."""
+        meta_file = self.path / "medx_model.json"
+        if not meta_file.is_file():
+            return True
+        try:
+            return bool(json.loads(meta_file.read_text()).get("thinking_trained", False))
+        except (OSError, ValueError):
+            return False
 
     # -- prompt rendering -------------------------------------------------------------------------
     def _chat_template_owner(self):
@@ -117,7 +133,8 @@ class HFModel:
         # empty <think></think> for direct answers; templates without one ignore the variable
         kw: dict = {"add_generation_prompt": True, "tokenize": False}
         if "enable_thinking" in str(owner.chat_template):
-            kw["enable_thinking"] = prompt.thinking
+            # switch off: True renders the plain generation prompt (no pre-filled block)
+            kw["enable_thinking"] = prompt.thinking if self.thinking_switch else True
         try:
             return owner.apply_chat_template(messages, **kw)
         except Exception:  # noqa: BLE001 - templates without a system role raise their own errors

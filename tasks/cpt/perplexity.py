@@ -66,12 +66,17 @@ class PerplexityScorer:
         self.max_tokens = max_tokens
 
     def nll(self, texts: Sequence[str]) -> list[float | None]:
-        """Token-mean NLL per text; None for a text with fewer than 2 tokens."""
+        """Token-mean NLL per text (in input order); None for a text with fewer than 2 tokens.
+
+        Batches are formed over texts sorted by token count, so a batch pads to a length close to
+        each of its members' (short QA pairs do not pay for a long passage in the same batch)."""
         import torch
-        out: list[float | None] = []
-        for i in range(0, len(texts), self.batch_size):
-            enc = self.tok(list(texts[i:i + self.batch_size]), return_tensors="pt", padding=True, truncation=True,
-                           max_length=self.max_tokens, add_special_tokens=True)
+        ids = self.tok(list(texts), truncation=True, max_length=self.max_tokens, add_special_tokens=True)["input_ids"]
+        order = sorted(range(len(ids)), key=lambda i: (len(ids[i]), i))
+        out: list[float | None] = [None] * len(ids)
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            enc = self.tok.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt", padding=True)
             with torch.no_grad():
                 logits = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
             logits = logits[:, :-1].float()
@@ -81,7 +86,8 @@ class PerplexityScorer:
                                                    reduction="none").view(target.shape)
             n = mask.sum(dim=1)
             mean = (ce * mask).sum(dim=1) / n.clamp(min=1)
-            out.extend(float(m) if int(k) >= 1 else None for m, k in zip(mean, n))
+            for i, m, k in zip(chunk, mean, n):
+                out[i] = float(m) if int(k) >= 1 else None
         return out
 
 

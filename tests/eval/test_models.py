@@ -5,6 +5,8 @@ forward pass, and the same checkpoint gives the same outputs twice."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -74,6 +76,24 @@ def test_chat_template_rendering(tiny_llama, medqa):
     model.chat_template = model._chat_template_owner()
     assert model.render_chat(generation_prompt(medqa[0])).endswith("<think></think>")
     assert not model.render_chat(generation_prompt(medqa[0], "thinking")).endswith("<think></think>")
+
+
+@pytest.mark.parametrize("meta, prefill", [(None, True), ({"variant": "small"}, False),
+                                           ({"variant": "small", "thinking_trained": True}, True)])
+def test_thinking_switch_follows_the_checkpoint(tiny_llama, medqa, tmp_path, meta, prefill):
+    """A project checkpoint not trained on <think> blocks (base, CPT) gets the plain generation prompt:
+    an empty <think></think> pre-fill makes such a model end its turn at once."""
+    import shutil
+
+    path = shutil.copytree(tiny_llama, tmp_path / "ckpt")
+    if meta is not None:
+        (path / "medx_model.json").write_text(json.dumps(meta))
+    model = HFModel(path)
+    model.tokenizer.chat_template = ("{% for m in messages %}{{ m['content'] }}{% endfor %}"
+                                     "{% if not enable_thinking %}<think></think>{% endif %}")
+    model.chat_template = model._chat_template_owner()
+    assert model.render_chat(generation_prompt(medqa[0])).endswith("<think></think>") is prefill
+    assert model.describe()["thinking_switch"] is prefill
 
 
 def test_base_model_without_chat_template_truncates_from_the_left(tiny_base_llama, pubmedqa):
