@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> dict:
             timings = summary.pop("_timings")
             tracker.log_summary(summary, kept_sample=_sample(out))
             metrics = {**{f"samples.{k}": v for k, v in summary["samples_by_task"].items()},
-                       **{f"rejected.{part}": v["rejected"] for part, v in summary["parts"].items()}, **timings}
+                       # parts.*: the synthesis steps' own accounting (rejected.<reason> counts documents)
+                       **{f"parts.{part}.{k}": v[k] for part, v in summary["parts"].items() for k in ("kept", "rejected")},
+                       **timings}
             tracker.log_metrics(metrics)
             if client is not None:
                 tracker.log_metrics({f"llm_{k}": v for k, v in client.stats.items()})
