@@ -11,6 +11,7 @@ DVC experiment: `dvc exp run -S cpt.order=shuffle` next to the baseline, then `d
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -24,9 +25,14 @@ def train(order: str, overrides: list[str]) -> dict:
     cmd = [sys.executable, "-m", "tasks.cpt_train", f"order={order}", f"out_dir={out}",
            f"checkpoint_root=.cache/compare_order/ckpt-{order}", "mlflow.log_model=false", *overrides]
     t0 = time.perf_counter()
-    subprocess.run(cmd, cwd=ROOT, check=True)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"cpt ({order}) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     summary = json.loads((ROOT / out / "summary.json").read_text())
     summary["wall_s"] = time.perf_counter() - t0
+    # wall-clock figures stay out of DVC outputs; the stage prints its training tokens/s
+    found = re.search(r"tokens/s=([0-9.]+)", proc.stdout)
+    summary["tokens_per_s"] = float(found.group(1)) if found else None
     return summary
 
 
