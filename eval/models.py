@@ -34,7 +34,7 @@ from typing import Any
 
 from eval.benchmarks import Item
 from eval.templates import LoglikRequest, Prompt
-from models.checkpoint import checkpoint_digest
+from models.checkpoint import META_FILE, CheckpointError, checkpoint_digest, read_meta
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,12 +105,11 @@ class HFModel:
         blocks (Qwen3, this project's SFT/RL checkpoints). A checkpoint never trained on <think> (this
         project's base and CPT models, whose medx_model.json lacks `thinking_trained: true`) answers
         that pre-fill with an immediate end of turn, so it gets the plain generation prompt instead."""
-        meta_file = self.path / "medx_model.json"
-        if not meta_file.is_file():
+        if not (self.path / META_FILE).is_file():
             return True
         try:
-            return bool(json.loads(meta_file.read_text()).get("thinking_trained", False))
-        except (OSError, ValueError):
+            return bool(read_meta(self.path).get("thinking_trained", False))
+        except CheckpointError:
             return False
 
     # -- prompt rendering -------------------------------------------------------------------------

@@ -168,6 +168,12 @@ class VLM:
         return self.processor.apply_chat_template(messages, tokenize=False, **kwargs)
 
 
+def read_meta(root: str | os.PathLike) -> dict:
+    """The checkpoint's medx_model.json ({} when absent; CheckpointError when unreadable)."""
+    path = Path(root) / META_FILE
+    return _read_json(path) if path.is_file() else {}
+
+
 def write_meta(out_dir: Path, *, variant: str, budget: ImageBudget, factor: int,
                tokens: SpecialTokens, extra: dict | None = None) -> None:
     meta = {"format_version": META_VERSION, "variant": variant, "image_factor": factor,
@@ -197,7 +203,7 @@ def load_vlm(path: str | os.PathLike, *, dtype: Any = None) -> VLM:
         model = AutoModelForImageTextToText.from_pretrained(root, dtype=dtype or torch.float32)
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise CheckpointError(root, f"from_pretrained failed: {type(e).__name__}: {str(e)[:300]}") from None
-    meta = _read_json(root / META_FILE) if (root / META_FILE).is_file() else {}
+    meta = read_meta(root)
     tokens = SpecialTokens(**meta["special_tokens"]) if "special_tokens" in meta else dataclasses.replace(
         SpecialTokens(), image=getattr(processor, "image_token", None) or SpecialTokens().image)
     budget = ImageBudget(**meta["image_budget"]) if "image_budget" in meta else ImageBudget()

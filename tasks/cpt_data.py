@@ -46,11 +46,10 @@ sources say, and a capable endpoint flips a role to `llm` with the same outputs 
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 
 from tasks.common.config import load_stage_config, resolve
-from tasks.common.io import atomic_output_dir
+from tasks.common.io import atomic_output_dir, head_jsonl
 from tasks.common.tracking import stage_run
 from tasks.cpt.stage import CptDataConfig, run
 from tasks.llm.client import split_llm_overrides
@@ -60,10 +59,7 @@ SAMPLE_LINES = 30
 
 def _sample(out, n: int = SAMPLE_LINES) -> list[dict]:
     shards = sorted((out / "samples").glob("part-*.jsonl"))
-    if not shards:
-        return []
-    with open(shards[0], encoding="utf-8") as f:
-        return [json.loads(line) for _, line in zip(range(n), f)]
+    return head_jsonl(shards[0], n) if shards else []
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -37,13 +37,12 @@ ends in the tree or in unclassified.jsonl.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import re
 import sys
 
 from tasks.common.config import load_stage_config, resolve
-from tasks.common.io import atomic_output_dir, iter_jsonl
+from tasks.common.io import atomic_output_dir, head_jsonl
 from tasks.common.tracking import stage_run
 from tasks.llm.client import split_llm_overrides
 from tasks.met.tree_stage import EntityTreeConfig, run
@@ -53,10 +52,6 @@ ARTIFACTS = ("tree.json", "conflicts_audit.jsonl", "tree_top.png", "unclassified
 
 def _metric_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.\-/ ]", "_", s)
-
-
-def _head(path, n: int = 20) -> list[dict]:
-    return [obj for obj, _ in itertools.islice(iter_jsonl(path), n)]
 
 
 def _sample_by_reason(path, n: int = 20) -> dict[str, list[dict]]:
@@ -97,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
                 tracker.mlflow.log_params(llm_params)
             summary = run(cfg, out, client)
             timings = summary.pop("_timings")
-            tracker.log_summary(summary, kept_sample=_head(out / "attachments.jsonl"),
+            tracker.log_summary(summary, kept_sample=head_jsonl(out / "attachments.jsonl", 20),
                                 rejected_sample=_sample_by_reason(out / "unclassified.jsonl"))
             tracker.log_metrics({**tree_metrics(summary), **timings})
             if client is not None:

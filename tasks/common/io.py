@@ -107,8 +107,7 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[dict | None, dict | No
 # Wall-clock figures differ from run to run. They go to MLflow and stdout, not into DVC outputs, so a
 # stage re-run on the same inputs reproduces its outputs byte for byte.
 WALL_CLOCK_KEYS = frozenset({"seconds", "timings", "train_runtime", "train_runtime_s", "tokens_per_s",
-                             "train_tokens_per_second", "train_samples_per_second", "train_steps_per_second",
-                             "attempt"})
+                             "train_tokens_per_second", "train_samples_per_second", "train_steps_per_second"})
 
 
 def without_wall_clock(obj: Any) -> Any:

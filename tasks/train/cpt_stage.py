@@ -107,7 +107,8 @@ def choose_checkpoint(cfg: CptConfig, root: Path, world_size: int, fingerprint: 
 
 def merged_trace(root: Path, rank: int = 0) -> list[dict]:
     """The order trace of `rank`, one line per micro-batch; for a step run again after a resume,
-    the latest attempt's lines replace those the killed run wrote."""
+    the latest attempt's lines replace those the killed run wrote. The `attempt` tag is bookkeeping
+    of the raw trace and is dropped here."""
     path = root / f"order_trace.rank{rank}.jsonl"
     if not path.is_file():
         return []
@@ -121,7 +122,7 @@ def merged_trace(root: Path, rank: int = 0) -> list[dict]:
         if attempt != row.get("attempt"):
             rows = []
         by_step[row["step"]] = (row.get("attempt"), [*rows, row])
-    return [r for s in sorted(by_step) for r in by_step[s][1]]
+    return [{k: v for k, v in r.items() if k != "attempt"} for s in sorted(by_step) for r in by_step[s][1]]
 
 
 def run(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> dict:
@@ -193,7 +194,7 @@ def run(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> dict:
         log_metrics({"heldout.ppl": after["ppl"], "heldout.nll": after["nll"]}, step=step)
     trace = merged_trace(root) if cfg.trace_order else []
     with open(out / "order_trace.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(dumps(without_wall_clock(r)) + "\n" for r in trace)
+        f.writelines(dumps(r) + "\n" for r in trace)
     with open(out / "rejected.jsonl", "w", encoding="utf-8") as f:
         f.writelines(dumps(r) + "\n" for r in rejected + bad_lines)
     # this call's work only: a resumed run must not credit the killed run's tokens to its own time

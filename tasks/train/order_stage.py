@@ -136,7 +136,8 @@ def run(cfg: CptOrderConfig, out: Path, log_metrics: LogFn) -> dict:
     siblings = sorted(i for i in encoded if i not in held and doc_key(raw_by_id[i]) in held_docs)
     rejected += [{"id": i, "reason": "heldout_document_view", "detail": "another view of a held-out document"}
                  for i in siblings]
-    pool = sorted(i for i in encoded if i not in held and i not in set(siblings))
+    excluded = held | set(siblings)
+    pool = sorted(i for i in encoded if i not in excluded)
     if not pool:
         raise ValueError("no trainable sample left after encoding and the held-out split")
 
