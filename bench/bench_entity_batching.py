@@ -7,7 +7,7 @@ Run:   .venv/bin/python bench/bench_entity_batching.py [--sentences 48] [--batch
 Input: the first sentences of the BC5CDR test abstracts (corpus/pubtator/CDR_TestSet.PubTator.txt
 under data_root), as (doc_id, text) documents cut to exactly --sentences sentences.
 
-Each batch size runs `tasks.met.extract_llm.LLMExtractor` end to end -- prompt, request, strict
+Each batch size runs `tasks.extraction.llm.LLMExtractor` end to end -- prompt, request, strict
 parse, one repair turn for what does not parse -- against ONE llama.cpp + SmolLM2-135M server
 (started once, `llm:` section of params.yaml) with a FRESH, empty response cache per batch size, so
 every sentence costs a real request. The reply budget scales with the batch
@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT))
 from tasks.common.config import load_params, resolve  # noqa: E402
 from tasks.llm.client import LLMClient, load_llm_config  # noqa: E402
 from tasks.llm.server import endpoint  # noqa: E402
-from tasks.met.extract_common import split_sentences  # noqa: E402
-from tasks.met.extract_llm import LLMExtractor, LLMExtractParams  # noqa: E402
-from tasks.met.gold import read_pubtator_file  # noqa: E402
+from tasks.extraction.common import split_sentences  # noqa: E402
+from tasks.extraction.llm import LLMExtractor, LLMExtractParams  # noqa: E402
+from tasks.extraction.gold import read_pubtator_file  # noqa: E402
 
 
 def sample_docs(data_root: Path, n_sentences: int) -> list[tuple[str, str]]:

@@ -6,7 +6,7 @@ Run:  HF_HUB_OFFLINE=1 .venv/bin/python bench/bench_entity_map.py [--tree PATH] 
 - bare:  automaton.iter_long over the same automaton and the same raw texts (the speed ceiling: no
          folding, no boundary checks), in the same process, interleaved; best of --repeats;
 - bare (normalised): iter_long over the texts already folded/spaced (the automaton pass alone);
-- pass:  the stage's full per-document pass (tasks.met.map_stage.scan_corpus: read + validate JSON,
+- pass:  the stage's full per-document pass (tasks.mapping.run.scan_corpus: read + validate JSON,
          scan, node aggregation, writing doc_hits) for reference;
 - growth: scan time on the corpus repeated 1x, 2x, 4x (time ratios should be ~1, 2, 4).
 """
@@ -22,9 +22,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tasks.common.io import StageSink, iter_records, shard_paths  # noqa: E402
-from tasks.met.map_automaton import EntityMatcher, tree_entries  # noqa: E402
-from tasks.met.map_stage import scan_corpus  # noqa: E402
-from tasks.met.tree_model import load_tree  # noqa: E402
+from tasks.mapping.automaton import EntityMatcher, tree_entries  # noqa: E402
+from tasks.mapping.run import scan_corpus  # noqa: E402
+from tasks.tree.model import load_tree  # noqa: E402
 
 
 def best(fn, repeats: int) -> float:
@@ -49,7 +49,7 @@ def main() -> None:
     tree = load_tree(args.tree)
     t0 = time.perf_counter()
     from tasks.common.config import load_stage_config
-    from tasks.met.map_stage import EntityMapConfig
+    from tasks.mapping.run import EntityMapConfig
     stop = load_stage_config("entity_map", EntityMapConfig, [])[0].stop_keys
     matcher = EntityMatcher(tree_entries(tree, stop))
     build_s = time.perf_counter() - t0
@@ -71,7 +71,7 @@ def main() -> None:
             n += len(matcher.scan(t))
         return n
 
-    from tasks.met.map_automaton import spaced
+    from tasks.mapping.automaton import spaced
     normed = [spaced(t) for t in texts]
 
     def bare_normed():

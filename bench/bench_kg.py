@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.met.kg_graph import KnowledgeGraph, build_csr
+from tasks.knowledge_graph.graph import KnowledgeGraph, build_csr
 
 
 def synthetic(n_nodes: int, n_edges: int, seed: int) -> KnowledgeGraph:

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def train(order: str, overrides: list[str]) -> dict:
     out = Path(".cache/compare_order") / order
-    cmd = [sys.executable, "-m", "tasks.cpt_train", f"order={order}", f"out_dir={out}",
+    cmd = [sys.executable, "-m", "tasks.cpt", f"order={order}", f"out_dir={out}",
            f"checkpoint_root=.cache/compare_order/ckpt-{order}", "mlflow.log_model=false", *overrides]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)

@@ -5,5 +5,5 @@ benchmarks (registry, loaders, bring-your-own JSONL) -> templates (per answer ki
 (deterministic; generation Pass@1 and option log-likelihood) -> runner (resumable per-item results)
 -> report (chance baselines, parse failures, category macro-averages, decontamination) and
 progression (which stage moved which benchmark). Entry points: `python -m eval` (cli.py) and the
-`eval` stage (tasks/evaluate.py).
+`eval` stage (tasks/eval.py).
 """

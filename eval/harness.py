@@ -1,6 +1,6 @@
 """One evaluation, end to end: config -> model adapter -> runner -> report files.
 
-Used by the `eval` stage (tasks/evaluate.py, one checkpoint per DVC foreach entry) and by the CLI
+Used by the `eval` stage (tasks/eval.py, one checkpoint per DVC foreach entry) and by the CLI
 (`python -m eval`), so both evaluate with exactly the same protocol. `EvalConfig` is the stage's
 typed params section (`eval:` in params.yaml); every field has a default, so the stage also runs
 when the section is absent.

@@ -20,101 +20,26 @@ stage with the path named, because silently building from the wrong data is wors
 
 from __future__ import annotations
 
-import sys
-from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
-
-from tasks.common.config import load_stage_config, resolve
-from tasks.common.records import rejection
-from tasks.common.io import StageSink, atomic_output_dir, write_json
-from tasks.common.tracking import stage_run
-from tasks.corpus.connectors import CONNECTORS, LICENSES, SourceConfig, SourceContext, SourceError
-from tasks.corpus.connectors.base import verify_source
+from tasks.common.config import resolve
+from tasks.common.stage import Stage, StageContext, StageResult, main
+from tasks.corpus.connectors import SourceError
+from tasks.corpus.connectors.collect import CollectConfig, collect
 from tasks.corpus.images import ImageStore
 
 
-@dataclass
-class CollectConfig:
-    out_dir: str = "data/collect"
-    data_root: str = "../shared/data"
-    max_records_per_source: int = 0
-    max_image_pixels: int = 40_000_000
-    max_text_bytes: int = 2_000_000
-    shard_size: int = 50_000
-    sources: dict[str, SourceConfig] = field(default_factory=dict)
-
-    def __post_init__(self):
-        unknown = sorted(set(self.sources) - set(CONNECTORS))
-        if unknown:
-            raise ValueError(f"unknown source(s) {unknown}; connectors: {sorted(CONNECTORS)}")
+def run(cfg: CollectConfig, ctx: StageContext) -> StageResult:
+    sink = ctx.sink(cfg.shard_size)
+    images = ImageStore(ctx.out / "images", f"{cfg.out_dir}/images", cfg.max_image_pixels)
+    try:
+        per_source = collect(cfg, sink, images)
+    except SourceError as e:
+        raise SystemExit(f"collect: {e}") from None
+    return StageResult(
+        summary={"images_stored": images.stored, "images_reused": images.reused, "per_source": per_source},
+        metrics={f"{name}.{k}": v for name, c in per_source.items() for k, v in c.items()})
 
 
-def source_path(cfg: CollectConfig, src: SourceConfig) -> Path:
-    """Source paths are relative to data_root; the special value `pydicom` means the DICOM
-    test files inside the installed pydicom package."""
-    if src.path == "pydicom":
-        import pydicom
-
-        return Path(pydicom.__file__).parent / "data" / "test_files"
-    return resolve(cfg.data_root) / src.path
-
-
-def collect(cfg: CollectConfig, sink: StageSink, images: ImageStore) -> dict:
-    """Run every enabled connector into `sink`; returns per-source counts."""
-    per_source: dict[str, Counter] = {}
-    provenance = {}
-    data_root = str(resolve(cfg.data_root))
-    seen_ids: set[str] = set()  # ids derive from content: a repeat is the same record twice
-    for name, src in sorted(cfg.sources.items()):
-        if not src.enabled:
-            continue
-        path = source_path(cfg, src)
-        verify_source(name, path, src.sha256)
-        provenance[name] = {"path": str(src.path), "url": src.url, "sha256": src.sha256}
-        ctx = SourceContext(name=name, path=path, images=images, max_text_bytes=cfg.max_text_bytes,
-                            license=src.license or LICENSES.get(name, ""))
-        counts = per_source.setdefault(name, Counter())
-        for record, rej, nbytes in CONNECTORS[name](ctx):
-            sink.count_read(1, nbytes)
-            counts["read"] += 1
-            if record is not None and record["id"] in seen_ids:
-                record, rej = None, rejection("duplicate_id", f"record {record['id']} already collected",
-                                              record=record)
-            if record is not None:
-                seen_ids.add(record["id"])
-                sink.keep(record)
-                counts["kept"] += 1
-            else:
-                rej.setdefault("source", name)
-                # paths relative to data_root: outputs must not depend on where the data lives
-                for key in ("locator", "detail"):
-                    if key in rej:
-                        rej[key] = rej[key].replace(data_root, "${data_root}")
-                sink.reject(rej)
-                counts["rejected"] += 1
-            if cfg.max_records_per_source and counts["read"] >= cfg.max_records_per_source:
-                break
-    write_json(sink.out_dir / "sources.json", provenance)
-    return {name: dict(c) for name, c in per_source.items()}
-
-
-def main(argv: list[str] | None = None) -> dict:
-    cfg, profile = load_stage_config("collect", CollectConfig, sys.argv[1:] if argv is None else argv)
-    with stage_run("collect", cfg, profile) as tracker, atomic_output_dir(resolve(cfg.out_dir)) as out:
-        sink = StageSink(out, shard_size=cfg.shard_size)
-        images = ImageStore(out / "images", f"{cfg.out_dir}/images", cfg.max_image_pixels)
-        try:
-            per_source = collect(cfg, sink, images)
-        except SourceError as e:
-            raise SystemExit(f"collect: {e}") from None
-        summary = sink.close(images_stored=images.stored, images_reused=images.reused,
-                             per_source=per_source)
-        tracker.log_sink(sink, summary)
-        tracker.log_metrics({f"{name}.{k}": v for name, c in per_source.items() for k, v in c.items()})
-    print(f"collect: read={summary['read']} kept={summary['kept']} rejected={summary['rejected']}")
-    return summary
-
+STAGE = Stage("collect", CollectConfig, run)
 
 if __name__ == "__main__":
-    main()
+    main(STAGE)

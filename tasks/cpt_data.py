@@ -5,13 +5,13 @@ Run:   python -m tasks.cpt_data [key=value ...]
         perplexity.enabled=false)
 DVC:   dvc repro cpt_data
 
-What (each part in tasks/cpt/, a function with tests; every LLM role has a local implementation behind
+What (each part in tasks/cpt_synthesis/, a function with tests; every LLM role has a local implementation behind
 the same interface, chosen per role in `roles`):
 1. text knowledge from the KG (data/kg): atomic QA from single nodes and typed edges, aggregated QA from
    seeded random walks rewritten into a passage and questioned; non-self-contained texts ("the above",
    "this study", "as shown in Figure 2", a leading unresolved pronoun) rejected; perplexity-band
    selection with the base model (data/base_model, any HF checkpoint by path; skipped and reported when
-   absent) -- tasks/cpt/kg_qa.py, self_contained.py, perplexity.py;
+   absent) -- tasks/cpt_synthesis/kg_qa.py, self_contained.py, perplexity.py;
 2. image knowledge "label -> caption -> instruction" over VQA-RAD / PneumoniaMNIST / DICOM records of
    data/quality/kept: structured attributes, image checks (too small, extreme aspect ratio, CMYK and
    16-bit converted), a caption in a senior radiologist's voice, four instruction kinds --
@@ -27,7 +27,7 @@ the same interface, chosen per role in `roles`):
    `documents.max_views` keeping the proportions); image documents are left to parts 2-3 --
    documents.py. This is how the mixing plan reaches cpt_order and cpt, which read only samples/.
 Outputs (data/cpt_data): samples/ (synthesized + document samples), rejected/, rejected_items/, images/,
-mixture.jsonl, summary.json (see tasks/cpt/stage.py).
+mixture.jsonl, summary.json (see tasks/cpt_synthesis/run.py).
 
 Accounting: the unit is the corpus record, as in entity_map: every valid record is kept (it stays CPT
 data; the mixture says how often it is seen), invalid lines are rejected; read == kept + rejected.
@@ -51,7 +51,7 @@ import sys
 from tasks.common.config import load_stage_config, resolve
 from tasks.common.io import atomic_output_dir, head_jsonl
 from tasks.common.tracking import stage_run
-from tasks.cpt.stage import CptDataConfig, run
+from tasks.cpt_synthesis.run import CptDataConfig, run
 from tasks.llm.client import split_llm_overrides
 
 SAMPLE_LINES = 30

@@ -3,7 +3,7 @@
 Run:   python -m tasks.cpt_order [key=value ...]   (e.g. warmup.fraction=0.2 schedule.mix_fraction=0.1)
 DVC:   dvc repro cpt_order
 
-What (tasks/train/order_stage.py does it; the logic lives in tasks/train/{embed,order}.py):
+What (tasks/curriculum/run.py does it; the logic lives in tasks/training/{embed,order}.py):
 1. reads data/cpt_data/samples/part-*.jsonl, encodes every sample with the base model's processor
    (bad samples -- empty or over-long text, unusable images, broken references -- go to
    rejected.jsonl with a reason) and sets a seeded held-out split aside (heldout.jsonl);
@@ -33,8 +33,8 @@ import sys
 from tasks.common.config import load_stage_config, resolve
 from tasks.common.io import atomic_output_dir, head_jsonl
 from tasks.common.tracking import stage_run
-from tasks.train.config import CptOrderConfig
-from tasks.train.order_stage import run
+from tasks.training.config import CptOrderConfig
+from tasks.curriculum.run import run
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -48,11 +48,11 @@ from tasks.common.io import atomic_output_dir, dumps, iter_records, shard_paths,
 from tasks.common.records import rejection
 from tasks.common.tracking import stage_run
 from tasks.llm.client import split_llm_overrides
-from tasks.met.entity_table import EntitySink, EntityTable
-from tasks.met.evaluate import flat_metrics, score
-from tasks.met.extract_llm import LLMExtractor, LLMExtractParams
-from tasks.met.extract_local import CRFExtractor, CRFParams
-from tasks.met.gold import load_gold
+from tasks.extraction.entity_table import EntitySink, EntityTable
+from tasks.extraction.scoring import flat_metrics, score
+from tasks.extraction.llm import LLMExtractor, LLMExtractParams
+from tasks.extraction.local import CRFExtractor, CRFParams
+from tasks.extraction.gold import load_gold
 
 MODEL_FILE = "crf_model.crfsuite"
 

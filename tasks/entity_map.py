@@ -5,11 +5,11 @@ Run:   python -m tasks.entity_map [key=value ...]   (e.g. temperature=0.7 amcs.m
 DVC:   dvc repro entity_map
 
 What:
-1. loads and validates data/entity_tree/tree.json (tasks.met.tree_model.load_tree: a cycle or any other
+1. loads and validates data/entity_tree/tree.json (tasks.tree.model.load_tree: a cycle or any other
    defect stops the stage with the list of problems, before anything is scanned);
 2. builds one pyahocorasick automaton from the tree's entities (norm + surface name, casefolded,
    non-word characters folded to spaces; hits start and end at word boundaries, leftmost-longest and
-   non-overlapping -- see tasks/met/map_automaton.py) and scans every corpus document of
+   non-overlapping -- see tasks/mapping/automaton.py) and scans every corpus document of
    data/quality/kept once: doc_hits/part-*.jsonl ({doc_id, source, hits: [{norm, node, start, end}]},
    offsets into the record's text, end exclusive), frequencies.json (per entity: mentions, docs; per
    tree node: mentions and docs aggregated up the ancestors), long_tail.png (rank-frequency, log-log);
@@ -47,7 +47,7 @@ import sys
 from tasks.common.config import load_stage_config, resolve
 from tasks.common.io import atomic_output_dir
 from tasks.common.tracking import stage_run
-from tasks.met.map_stage import EntityMapConfig, run
+from tasks.mapping.run import EntityMapConfig, run
 
 ARTIFACTS = ("amcs.md", "amcs.json", "long_tail.png", "sparse_domains.json", "balance.json")
 

@@ -20,7 +20,7 @@ with all-MiniLM-L6-v2 (offline, seeded, fixed threads), and
    search tool over the corpus and Disease Ontology definitions), each decision audited.
 
 Output (out_dir): tree.json (nodes sorted in preorder, params, no timestamps; load and validate it
-with tasks.met.tree_model.load_tree), attachments.jsonl, unclassified.jsonl (bad rows + unattached
+with tasks.tree.model.load_tree), attachments.jsonl, unclassified.jsonl (bad rows + unattached
 entities, each with a reason), conflicts_audit.jsonl, tree_top.png, summary.json (read == kept +
 rejected over input rows), naming_failures.jsonl with namer=llm. MLflow: counts, tiers, nodes per tier,
 chosen k and silhouette per level, timings, LLM client stats; artifacts tree.json, the audit, the PNG.
@@ -45,7 +45,7 @@ from tasks.common.config import load_stage_config, resolve
 from tasks.common.io import atomic_output_dir, head_jsonl
 from tasks.common.tracking import stage_run
 from tasks.llm.client import split_llm_overrides
-from tasks.met.tree_stage import EntityTreeConfig, run
+from tasks.tree.run import EntityTreeConfig, run
 
 ARTIFACTS = ("tree.json", "conflicts_audit.jsonl", "tree_top.png", "unclassified.jsonl", "attachments.jsonl")
 

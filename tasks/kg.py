@@ -23,7 +23,7 @@ What:
    every edge carries its provenance (kind, doc ids, supporting sentences, pattern names, qtypes, MeSH
    pairs, npmi) and a weight = kind weight * log(1 + support) (* npmi);
 3. writes nodes.jsonl, edges.jsonl, graph.npz (CSR adjacency: indptr, indices, edge_ids, weights,
-   forward, cum_weights; load it with tasks.met.kg_graph.KnowledgeGraph for neighbors(),
+   forward, cum_weights; load it with tasks.knowledge_graph.graph.KnowledgeGraph for neighbors(),
    random_walk(), random_walks(), subgraph()), relation_failures.jsonl, kg_overview.png, summary.json.
 
 Accounting: the unit is the corpus document. Every valid document is kept (read as evidence, whether
@@ -55,7 +55,7 @@ from tasks.common.config import load_stage_config, resolve
 from tasks.common.io import atomic_output_dir
 from tasks.common.tracking import stage_run
 from tasks.llm.client import split_llm_overrides
-from tasks.met.kg_stage import KgConfig, run
+from tasks.knowledge_graph.run import KgConfig, run
 
 ARTIFACTS = ("kg_overview.png", "relation_failures.jsonl")
 EDGE_SAMPLE = 50

@@ -30,7 +30,7 @@ from tasks.common.config import load_stage_config, resolve
 from tasks.common.io import atomic_output_dir
 from tasks.common.tracking import stage_run
 from tasks.corpus.quality.signals import build_vocab
-from tasks.corpus.quality.stage import QualityConfig, run
+from tasks.corpus.quality.run import QualityConfig, run
 from tasks.corpus.quality.verifiers import LLMVerifier, LocalVerifier
 from tasks.llm.client import split_llm_overrides
 

@@ -15,7 +15,7 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Sequence, TypeVar
 
 import yaml
 
@@ -162,3 +162,19 @@ def resolve(path: str) -> Path:
     """A config path, relative paths taken from the project root."""
     p = Path(path)
     return p if p.is_absolute() else project_root() / p
+
+
+def split_llm_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split `key=value` overrides into (stage overrides, llm overrides without the `llm.` prefix).
+
+    `profile=...` goes to both so the llm section gets the same profile as the stage.
+    """
+    stage, llm = [], []
+    for item in argv:
+        if item.startswith("llm."):
+            llm.append(item[len("llm."):])
+        else:
+            stage.append(item)
+            if item.startswith("profile="):
+                llm.append(item)
+    return stage, llm

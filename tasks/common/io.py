@@ -119,6 +119,63 @@ def without_wall_clock(obj: Any) -> Any:
     return obj
 
 
+def path_prefixes(data_root: str | os.PathLike | None = None) -> list[tuple[str, str]]:
+    """(absolute prefix, replacement) pairs, most specific first: the data root (params.yaml's
+    unless given), then the project root."""
+    from tasks.common.config import load_params, project_root, resolve
+
+    root = str(project_root())
+    if data_root is None:
+        try:
+            data_root = load_params().get("data_root", "../shared/data")
+        except OSError:
+            data_root = None
+    data_root = str(resolve(str(data_root)).resolve()) if data_root else None
+    pairs = [(data_root, "${data_root}")] if data_root else []
+    pairs += [(root + "/", ""), (root, ".")]
+    return sorted(pairs, key=lambda p: -len(p[0]))
+
+
+def relative_paths(obj: Any, prefixes: list[tuple[str, str]] | None = None) -> Any:
+    """`obj` with every absolute data-root or project-root path in its strings made relative
+    (`${data_root}/...`, `data/...`), recursively: outputs must not depend on where the checkout lives."""
+    prefixes = path_prefixes() if prefixes is None else prefixes
+    if isinstance(obj, str):
+        for prefix, repl in prefixes:
+            if prefix in obj:
+                obj = obj.replace(prefix, repl)
+        return obj
+    if isinstance(obj, dict):
+        return {k: relative_paths(v, prefixes) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [relative_paths(v, prefixes) for v in obj]
+    return obj
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Every object of a JSONL file the project wrote itself; a bad line is an error, not a rejection."""
+    out = []
+    for obj, rej in iter_jsonl(path):
+        if rej is not None:
+            raise ValueError(f"{rej['locator']}: {rej['reason']}: {rej['detail']}")
+        out.append(obj)
+    return out
+
+
+def write_jsonl(path: str | os.PathLike, rows: Any) -> int:
+    """Canonical JSONL (one `dumps` line per row), written atomically; returns the row count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    n = 0
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(dumps(row) + "\n")
+            n += 1
+    os.replace(tmp, path)
+    return n
+
+
 def head_jsonl(path: str | os.PathLike, n: int) -> list[dict]:
     """The first `n` good objects of a JSONL file (a sample for MLflow; [] when the file is missing)."""
     if not Path(path).is_file():
@@ -185,11 +242,14 @@ class ShardedJsonlWriter:
 class StageSink:
     """Where a data stage puts every record it read: `keep` it or `reject` it with a reason.
 
-    Layout under `out_dir`: kept/part-*.jsonl, rejected.jsonl. `close()` returns the
-    accounting summary and checks read == kept + rejected.
+    Layout under `out_dir`: kept/part-*.jsonl, rejected/part-*.jsonl (the one way every stage
+    stores rejections). Locators and details of rejections are made relative to the project
+    root or `${data_root}`. `close()` returns the accounting summary, writes summary.json and
+    checks read == kept + rejected.
     """
 
-    def __init__(self, out_dir: Path, *, shard_size: int = 50_000, sample_size: int = 20):
+    def __init__(self, out_dir: Path, *, shard_size: int = 50_000, sample_size: int = 20,
+                 data_root: str | os.PathLike | None = None):
         self.out_dir = Path(out_dir)
         self.kept = ShardedJsonlWriter(self.out_dir / "kept", shard_size)
         self.rejected = ShardedJsonlWriter(self.out_dir / "rejected", shard_size)
@@ -200,6 +260,7 @@ class StageSink:
         self.sample_size = sample_size
         self.kept_sample: list[dict] = []
         self.rejected_sample: dict[str, list[dict]] = {}
+        self._prefixes = path_prefixes(data_root)
 
     def count_read(self, n: int = 1, nbytes: int = 0) -> None:
         """Count records read (call once per input record, before keep/reject)."""
@@ -219,6 +280,9 @@ class StageSink:
 
     def reject(self, entry: dict) -> None:
         """`entry` comes from records.rejection(...)."""
+        for key in ("locator", "detail"):
+            if isinstance(entry.get(key), str):
+                entry[key] = relative_paths(entry[key], self._prefixes)
         self.rejected.write(entry)
         self.reasons[entry["reason"]] += 1
         bucket = self.rejected_sample.setdefault(entry["reason"], [])

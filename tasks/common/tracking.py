@@ -168,19 +168,25 @@ class StageTracker:
         self.mlflow.log_artifact(str(path), artifact_path)
 
     def log_summary(self, summary: dict, *, kept_sample: list | None = None,
-                    rejected_sample: dict | None = None, input_bytes: int = 0) -> None:
+                    rejected_sample: dict | None = None, input_bytes: int = 0,
+                    numeric: dict[str, float] | None = None) -> None:
         elapsed = max(time.perf_counter() - self.started, 1e-9)
-        metrics = {"read": summary["read"], "kept": summary["kept"], "rejected": summary["rejected"],
-                   "seconds": elapsed, "records_per_s": summary["read"] / elapsed}
+        metrics = {"seconds": elapsed}
+        if "read" in summary:
+            metrics.update(read=summary["read"], kept=summary["kept"], rejected=summary["rejected"],
+                           records_per_s=summary["read"] / elapsed)
         if input_bytes:
             metrics["mb_per_s"] = input_bytes / 1e6 / elapsed
             metrics["input_mb"] = input_bytes / 1e6
         for reason, n in summary.get("rejected_by_reason", {}).items():
             metrics[f"rejected.{reason}"] = n
-        for k, v in summary.items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in metrics:
-                metrics[k] = v
-        self.log_metrics(metrics)
+        if numeric is None:  # the top-level numbers; the stage runner passes every numeric leaf
+            numeric = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        for k, v in numeric.items():
+            metrics.setdefault(k, v)
+        items = list(metrics.items())
+        for i in range(0, len(items), 500):  # MLflow caps metrics per batch
+            self.log_metrics(dict(items[i:i + 500]))
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
@@ -191,7 +197,8 @@ class StageTracker:
                 with open(tmp / "rejected_sample.jsonl", "w") as f:
                     for entries in rejected_sample.values():
                         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in entries)
-            rejection_chart(summary, tmp / "rejections.png", self.stage)
+            if "read" in summary:
+                rejection_chart(summary, tmp / "rejections.png", self.stage)
             self.mlflow.log_artifacts(str(tmp))
 
     def log_sink(self, sink, summary: dict) -> None:

@@ -23,6 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
+from tasks.common.config import split_llm_overrides  # noqa: F401  (re-exported: callers import it here)
 from tasks.llm.cache import ResponseCache, cache_key
 
 Messages = list[dict[str, str]]
@@ -65,22 +66,6 @@ class LLMConfig:
 
 class LLMError(RuntimeError):
     """A request that failed for good (non-retryable, or retries exhausted)."""
-
-
-def split_llm_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """Split `key=value` overrides into (stage overrides, llm overrides without the `llm.` prefix).
-
-    `profile=...` goes to both so the llm section gets the same profile as the stage.
-    """
-    stage, llm = [], []
-    for item in argv:
-        if item.startswith("llm."):
-            llm.append(item[len("llm."):])
-        else:
-            stage.append(item)
-            if item.startswith("profile="):
-                llm.append(item)
-    return stage, llm
 
 
 def load_llm_config(argv: Sequence[str] = (), params_path: str | None = None) -> LLMConfig:

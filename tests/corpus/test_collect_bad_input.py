@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from tasks import collect
+from tasks.common.stage import main
 from tasks.common.io import iter_jsonl, shard_paths
 from tasks.corpus.connectors import CONNECTORS, SourceContext
 from tasks.corpus.images import ImageStore
@@ -124,7 +125,7 @@ def hostile_argv(root: Path, out: Path) -> list[str]:
 
 def test_collect_quarantines_every_bad_input(hostile_root: Path, tmp_path: Path):
     out = tmp_path / "collect"
-    summary = collect.main(hostile_argv(hostile_root, out))
+    summary = main(collect.STAGE, hostile_argv(hostile_root, out))
     assert summary["read"] == summary["kept"] + summary["rejected"]
     reasons = summary["rejected_by_reason"]
     for reason in ("invalid_utf8", "malformed_pubtator", "empty_file", "text_too_large", "xml_parse_error",
@@ -148,14 +149,14 @@ def test_collect_quarantines_every_bad_input(hostile_root: Path, tmp_path: Path)
 
 def test_missing_source_stops_with_the_path(tmp_path: Path):
     with pytest.raises(SystemExit, match="does not exist"):
-        collect.main([f"data_root={tmp_path}", f"out_dir={tmp_path / 'out'}"])
+        main(collect.STAGE, [f"data_root={tmp_path}", f"out_dir={tmp_path / 'out'}"])
     assert not (tmp_path / "out").exists()  # nothing half-written for DVC to cache
 
 
 def test_checksum_mismatch_stops(hostile_root: Path, tmp_path: Path):
     argv = hostile_argv(hostile_root, tmp_path / "out") + ["sources.iu_xray.sha256=" + "ab" * 32]
     with pytest.raises(SystemExit, match="sha256"):
-        collect.main(argv)
+        main(collect.STAGE, argv)
 
 
 def test_pubtator_offsets_point_at_gold_mentions(data_root: Path, tmp_path: Path):
@@ -200,10 +201,10 @@ def test_vqa_rad_reads_train_split_only(data_root: Path, tmp_path: Path):
 
 def test_collect_is_deterministic(hostile_root: Path, tmp_path: Path):
     out = tmp_path / "out"
-    collect.main(hostile_argv(hostile_root, out))
+    main(collect.STAGE, hostile_argv(hostile_root, out))
     first = tmp_path / "first"
     shutil.move(out, first)
-    collect.main(hostile_argv(hostile_root, out))
+    main(collect.STAGE, hostile_argv(hostile_root, out))
     for rel in ("kept/part-00000.jsonl", "rejected/part-00000.jsonl", "summary.json"):
         assert (first / rel).read_bytes() == (out / rel).read_bytes()
     # locators name files relative to data_root, so outputs do not depend on the checkout path

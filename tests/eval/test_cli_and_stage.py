@@ -1,4 +1,4 @@
-"""The CLI (`python -m eval`) and the `eval` stage shell (tasks/evaluate.py): outputs, MLflow run,
+"""The CLI (`python -m eval`) and the `eval` stage shell (tasks/eval.py): outputs, MLflow run,
 progression, and the same checkpoint evaluated twice giving identical files."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 
 from eval.cli import main as cli_main
 from tasks.common.tracking import EXPERIMENT
-from tasks.evaluate import main as stage_main
+from tasks.eval import main as stage_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -1,5 +1,5 @@
 from tasks.common.records import make_record
-from tasks.corpus.quality.stage import passthrough
+from tasks.corpus.quality.run import passthrough
 
 
 def test_structured_records_pass_through_unscored():

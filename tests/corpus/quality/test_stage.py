@@ -12,7 +12,7 @@ import pytest
 from tasks.common.config import ConfigError, build
 from tasks.common.io import iter_jsonl, shard_paths
 from tasks.corpus.quality.signals import build_vocab
-from tasks.corpus.quality.stage import QualityConfig, run
+from tasks.corpus.quality.run import QualityConfig, run
 from tasks.corpus.quality.verifiers import LocalVerifier
 
 SMALL = dict(seed_size=300, pool_sample_per_round=150, holdout_size=100, max_rounds=2, seed=1234,

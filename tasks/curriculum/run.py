@@ -1,0 +1,201 @@
+"""What the `cpt_order` stage does, given its config and an output directory (see tasks/cpt_order.py).
+
+    summary = run(cfg, out_dir, log_metrics=lambda metrics, step=None: ...)
+
+1. read the CPT samples (cap: `max_samples`, seeded), encode them (bad ones rejected with a
+   reason), set the held-out split aside (never trained on, by the warm-up or by cpt);
+2. warm-up: a copy of the base model trained on a seeded `warmup.fraction` of the remaining samples,
+   in a seeded random order (the paper's "lightweight warm-up model on a small random subset");
+3. embed every remaining sample with the warm-up model (mean-pooled middle decoder block);
+4. UMAP -> HDBSCAN -> noise placed -> clusters ranked by compactness -> schedule with mixed
+   transitions and replay (tasks/curriculum/order.py);
+5. write manifest.jsonl (one line per schedule entry, in training order), heldout.jsonl,
+   clusters.json (the cluster report), order_map.png, rejected.jsonl, summary.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from tasks.common.config import project_root, resolve
+from tasks.common.io import dumps, without_wall_clock, write_json
+from tasks.training.config import CptOrderConfig
+from tasks.training.corpus import cap_samples, hash_fraction, heldout_ids, read_samples
+from tasks.training.data import (
+    CptCollator,
+    EncodedSample,
+    OrderedDataset,
+    SampleEncoder,
+    encode_all,
+    encoding_stats,
+)
+from tasks.curriculum.embed import (
+    decoder_layers,
+    pick_layer,
+    pooled_embeddings,
+    reduce_and_cluster,
+)
+from tasks.training.model_io import load_model
+from tasks.curriculum.order import build_schedule, check_schedule, place_noise, rank_clusters
+from tasks.curriculum.plot import plot_order_map
+from tasks.training.trainer import MetricsCallback, ScheduleTrainer, training_arguments
+
+LogFn = Callable[..., None]
+
+
+def clip_for_embedding(e: EncodedSample, max_tokens: int, image_ids: set[int]) -> EncodedSample:
+    """The sample's first `max_tokens` tokens (never cutting through image placeholders)."""
+    if e.n_tokens <= max_tokens:
+        return e
+    keep = max_tokens
+    if e.n_image_tokens:
+        last = int(np.flatnonzero(np.isin(e.input_ids, list(image_ids)))[-1])
+        keep = max(keep, last + 1)
+    return dataclasses.replace(e, input_ids=e.input_ids[:keep], truncated=True)
+
+
+def train_warmup(model, processor, encoder: SampleEncoder, encoded: dict, ids: list[str],
+                 cfg: CptOrderConfig, log: LogFn) -> dict:
+    """Train `model` in place on `ids` in a seeded random order; returns loss figures."""
+    order = [ids[i] for i in np.random.default_rng(cfg.seed).permutation(len(ids))]
+    dataset = OrderedDataset(encoded, order)
+    params = dataclasses.replace(cfg.warmup.train, save_steps=0)
+    history = MetricsCallback(lambda m, step: log(m, step=step), prefix="warmup.")
+    with tempfile.TemporaryDirectory(prefix="cpt-warmup-") as tmp:
+        trainer = ScheduleTrainer(model=model, args=training_arguments(params, tmp, seed=cfg.seed),
+                                  train_dataset=dataset,
+                                  data_collator=CptCollator(processor, encoder.budget, encoder.factor),
+                                  callbacks=[history])
+        result = trainer.train()
+    losses = [h["loss"] for h in history.history if "loss" in h]
+    model.eval()
+    return {"samples": len(ids), "steps": trainer.state.global_step, "train_loss": float(result.training_loss),
+            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "seconds": float(result.metrics.get("train_runtime", 0.0))}
+
+
+def cluster_report(ranking, entries: list[dict], encoded: dict, raw_by_id: dict, ids: list[str],
+                   embed_meta: dict) -> dict:
+    clusters = []
+    for c in ranking:
+        row = c.report()
+        member_ids = [ids[i] for i in c.members]
+        row["by_kind"] = dict(sorted(Counter(encoded[i].kind for i in member_ids).items()))
+        row["by_task"] = dict(Counter(str(raw_by_id[i].get("task", "")) for i in member_ids).most_common(8))
+        row["examples"] = sorted(member_ids)[:5]
+        clusters.append(row)
+    transitions: dict[int, dict] = {}
+    for e in entries:
+        if e["region"] != "transition":
+            continue
+        t = transitions.setdefault(e["region_index"], {"region_index": e["region_index"], "between": e["between"],
+                                                       "size": 0, "replay": 0, "from_ranks": Counter()})
+        t["size"] += 1
+        t["replay"] += e["replay"]
+        t["from_ranks"][e["rank"]] += 1
+    for t in transitions.values():
+        t["from_ranks"] = {str(k): v for k, v in sorted(t["from_ranks"].items())}
+    return {"clusters": clusters, "transitions": [transitions[k] for k in sorted(transitions)], **embed_meta}
+
+
+def doc_key(sample: dict) -> str | None:
+    """The corpus document a `document` view repeats (None for synthesized samples)."""
+    return (sample.get("source_ids") or [None])[0] if sample.get("task") == "document" else None
+
+
+def run(cfg: CptOrderConfig, out: Path, log_metrics: LogFn) -> dict:
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    samples, bad_lines = read_samples(resolve(cfg.in_dir))
+    samples, left_out = cap_samples(samples, cfg.max_samples, cfg.seed)
+    capped = len(left_out)
+    raw_by_id = {s["id"]: s for s in samples if isinstance(s.get("id"), str)}
+    vlm = load_model(resolve(cfg.base_model_dir))
+    model, processor = vlm.model, vlm.processor
+    encoder = SampleEncoder(processor, cfg.encode, project_root(), budget=vlm.budget, factor=vlm.factor)
+    encoded, rejected = encode_all(samples, encoder)
+    # the CPU budget's seeded cap: accounted like any other sample not taken
+    rejected = bad_lines + rejected + [{"id": c.get("id"), "reason": "over_max_samples",
+                                        "detail": f"max_samples={cfg.max_samples}"} for c in left_out]
+    timings["encode_s"] = time.perf_counter() - t0
+
+    heldout = heldout_ids(encoded, fraction=cfg.heldout.fraction, max_samples=cfg.heldout.max_samples,
+                          kinds=cfg.heldout.kinds, seed=cfg.seed)
+    held = set(heldout)
+    # views of one corpus document (cpt_data repeats documents by the mixing plan) share its text:
+    # a view trained on while another is held out would flatter held-out perplexity
+    held_docs = {doc_key(raw_by_id[i]) for i in held} - {None}
+    siblings = sorted(i for i in encoded if i not in held and doc_key(raw_by_id[i]) in held_docs)
+    rejected += [{"id": i, "reason": "heldout_document_view", "detail": "another view of a held-out document"}
+                 for i in siblings]
+    excluded = held | set(siblings)
+    pool = sorted(i for i in encoded if i not in excluded)
+    if not pool:
+        raise ValueError("no trainable sample left after encoding and the held-out split")
+
+    t = time.perf_counter()
+    warm_ids = hash_fraction(pool, cfg.warmup.fraction, cfg.seed, "warmup",
+                             at_least=min(cfg.warmup.min_samples, len(pool)))
+    warmup = train_warmup(model, processor, encoder, encoded, warm_ids, cfg, log_metrics)
+    timings["warmup_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    layer = pick_layer(model, cfg.embed.layer)
+    clipped = {i: clip_for_embedding(encoded[i], cfg.embed.max_tokens, encoder.image_ids) for i in pool}
+    emb, emb_ids, dropped = pooled_embeddings(model, OrderedDataset(clipped, pool),
+                                              CptCollator(processor, encoder.budget, encoder.factor),
+                                              layer=layer, batch_size=cfg.embed.batch_size)
+    rejected += [{"id": i, "reason": reason, "detail": "image failed while embedding"} for i, reason in dropped]
+    timings["embed_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    coords, coords_2d, hdb_labels = reduce_and_cluster(emb, cfg.umap, cfg.hdbscan, seed=cfg.seed)
+    placed, is_noise = place_noise(hdb_labels, coords, cfg.noise_placement)
+    ranking = rank_clusters(emb, hdb_labels, placed, sample_size=cfg.compactness_sample, seed=cfg.seed)
+    entries = build_schedule(ranking, cfg.schedule, seed=cfg.seed)
+    check_schedule(entries, len(emb_ids))
+    timings["cluster_s"] = time.perf_counter() - t
+
+    with open(out / "manifest.jsonl", "w", encoding="utf-8") as f:
+        for pos, e in enumerate(entries):
+            i = e["index"]
+            f.write(dumps({"position": pos, "id": emb_ids[i], **{k: v for k, v in e.items() if k != "index"},
+                           "noise": bool(is_noise[i]), "x": round(float(coords_2d[i, 0]), 4),
+                           "y": round(float(coords_2d[i, 1]), 4)}) + "\n")
+    with open(out / "heldout.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(dumps({"id": i, "kind": encoded[i].kind}) + "\n" for i in heldout)
+    with open(out / "rejected.jsonl", "w", encoding="utf-8") as f:
+        f.writelines(dumps(r) + "\n" for r in rejected)
+    embed_meta = {"layer": layer, "decoder_layers": len(decoder_layers(model)),
+                  "embedding_dim": int(emb.shape[1]) if emb.size else 0, "samples": len(emb_ids),
+                  "hdbscan_clusters": len(set(hdb_labels.tolist()) - {-1}),
+                  "noise_points": int(is_noise.sum()), "noise_placement": cfg.noise_placement}
+    report = cluster_report(ranking, entries, encoded, raw_by_id, emb_ids, embed_meta)
+    write_json(out / "clusters.json", report)
+    plot_order_map(coords_2d, placed, is_noise, ranking, out / "order_map.png")
+
+    replays = sum(e["replay"] for e in entries)
+    stats = encoding_stats(encoded, rejected)
+    summary = {
+        "read": len(samples) + capped + len(bad_lines), "capped": capped,
+        "kept": len(emb_ids) + len(heldout), "scheduled": len(emb_ids), "heldout": len(heldout),
+        "rejected": len(rejected), "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejected).items())),
+        "manifest_entries": len(entries), "replays": replays, "clusters": len(ranking),
+        "hdbscan_clusters": embed_meta["hdbscan_clusters"], "noise_points": embed_meta["noise_points"],
+        "truncated": stats["truncated"], "tokens": stats["tokens"], "by_kind": stats["by_kind"],
+        "warmup": warmup, "embed_layer": layer, "timings": {k: round(v, 3) for k, v in timings.items()},
+        "cluster_order": [{"rank": c.rank, "label": c.label, "size": len(c.members),
+                           "compactness": c.report()["compactness"]} for c in ranking],
+    }
+    if summary["read"] != summary["kept"] + summary["rejected"]:
+        raise RuntimeError(f"accounting broken: {json.dumps({k: summary[k] for k in ('read', 'kept', 'rejected')})}")
+    write_json(out / "summary.json", without_wall_clock(summary))
+    return summary

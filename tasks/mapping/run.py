@@ -1,0 +1,229 @@
+"""The `entity_map` stage body: scan, frequencies, long tail, balancing, sparse domains, AMCS.
+
+Called by tasks/entity_map.py (the shell: config, MLflow, atomic output dir).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+from tasks.common.config import resolve
+from tasks.common.io import StageSink, dumps, iter_records, shard_paths, write_json
+from tasks.mapping.automaton import EntityMatcher, tree_entries
+from tasks.mapping.balance import distribution_stats, doc_weights, long_tail_plot, sparse_domains
+from tasks.tree.model import load_tree
+
+VOCABS = ("doid", "mesh", "icd10cm", "hpo", "benchmark")
+
+
+@dataclasses.dataclass
+class AmcsConfig:
+    enabled: bool = True
+    vocabs: list[str] = dataclasses.field(default_factory=lambda: list(VOCABS))
+    max_terms: int = 4000            # seeded sample per target vocabulary (0 = all)
+    max_ref_terms: int = 0           # seeded sample of the tree's entities (0 = all)
+    threshold: float = 0.8           # reported share of best matches >= threshold (not in Eq. (1))
+    doid: str = "vocab/doid_2016-09-01.obo"
+    mesh: str = "vocab/mesh_2017_tree.txt"
+    benchmarks_dir: str = "benchmarks"
+    benchmark_min_chars: int = 4     # MeSH/DOID terms shorter than this are not searched in questions
+    model_path: str = ""             # "" = packaged all-MiniLM-L6-v2 (offline)
+    batch_size: int = 256
+    threads: int = 2
+
+
+@dataclasses.dataclass
+class EntityMapConfig:
+    tree: str = "data/entity_tree/tree.json"
+    in_dir: str = "data/quality/kept"
+    out_dir: str = "data/entity_map"
+    data_root: str = "../shared/data"
+    seed: int = 1234
+    shard_size: int = 50000
+    temperature: float = 0.5
+    sparse_bottom_n: int = 30
+    stop_keys: list[str] = dataclasses.field(default_factory=list)   # entities never matched
+    amcs: AmcsConfig = dataclasses.field(default_factory=AmcsConfig)
+
+
+def scan_corpus(matcher: EntityMatcher, shards, sink: StageSink, tree) -> dict:
+    """One pass: doc hits to the sink, entity + node counts, per-doc entity counts."""
+    ent_mentions: Counter = Counter()
+    ent_docs: Counter = Counter()
+    node_mentions: Counter = Counter()
+    node_docs: Counter = Counter()
+    docs: list[tuple[str, dict[str, int]]] = []
+    anc_cache: dict[str, list[str]] = {}
+    text_bytes = hits_total = no_hit = 0
+    scan_s = 0.0
+    for rec, rej in iter_records(shards):
+        sink.count_read(1)
+        if rej is not None:
+            sink.reject(rej)
+            continue
+        text = rec["text"]
+        text_bytes += len(text.encode("utf-8"))
+        t0 = time.perf_counter()
+        raw = matcher.scan(text)
+        scan_s += time.perf_counter() - t0
+        hits = [{"norm": p[0], "node": p[1], "start": s, "end": e} for s, e, p in raw]
+        counts: Counter = Counter(h["norm"] for h in hits)
+        nodes_of_doc: set[str] = set()
+        for h in hits:
+            nid = h["node"]
+            chain = anc_cache.get(nid)
+            if chain is None:
+                chain = anc_cache[nid] = [*tree.ancestors(nid), nid]
+            for a in chain:
+                node_mentions[a] += 1
+            nodes_of_doc.update(chain)
+        for a in nodes_of_doc:
+            node_docs[a] += 1
+        ent_mentions.update(counts)
+        ent_docs.update(counts.keys())
+        hits_total += len(hits)
+        no_hit += not hits
+        docs.append((rec["id"], dict(counts)))
+        sink.keep({"doc_id": rec["id"], "source": rec["source"], "hits": hits})
+    return {"ent_mentions": ent_mentions, "ent_docs": ent_docs, "node_mentions": node_mentions,
+            "node_docs": node_docs, "docs": docs, "text_bytes": text_bytes, "hits": hits_total,
+            "docs_without_hits": no_hit, "scan_s": scan_s}
+
+
+def _sample(terms: list[str], n: int, seed: int) -> list[str]:
+    if n <= 0 or len(terms) <= n:
+        return list(terms)
+    return sorted(random.Random(seed).sample(terms, n))
+
+
+def load_targets(cfg: EntityMapConfig) -> dict[str, list[str]]:
+    from tasks.mapping import vocab as V
+    root = resolve(cfg.data_root)
+    a = cfg.amcs
+    out: dict[str, list[str]] = {}
+    cache: dict[str, list[str]] = {}
+
+    def get(name):
+        if name not in cache:
+            cache[name] = {"doid": lambda: V.load_doid(root / a.doid),
+                           "mesh": lambda: V.load_mesh(root / a.mesh),
+                           "icd10cm": V.load_icd10cm, "hpo": V.load_hpo}[name]()
+        return cache[name]
+
+    for name in a.vocabs:
+        if name not in VOCABS:
+            raise ValueError(f"amcs.vocabs: unknown vocabulary {name!r}; known: {list(VOCABS)}")
+        if name == "benchmark":
+            qs = V.benchmark_questions(root / a.benchmarks_dir)
+            out[name] = V.benchmark_entities(qs, sorted(set(get("mesh")) | set(get("doid"))),
+                                             a.benchmark_min_chars)
+        else:
+            out[name] = get(name)
+    return out
+
+
+def run_amcs(cfg: EntityMapConfig, tree) -> tuple[list[dict], dict]:
+    from tasks.mapping.coverage import coverage_row
+    from tasks.mapping.vocab import norm_term
+    from tasks.tree.embed import embed
+    a = cfg.amcs
+    t0 = time.perf_counter()
+    ref_full = sorted({norm_term(n.name) for n in tree.nodes.values() if n.kind == "entity"}
+                      | {norm_term(n.members[0]) for n in tree.nodes.values() if n.kind == "entity"})
+    ref = _sample(ref_full, a.max_ref_terms, cfg.seed)
+    targets = load_targets(cfg)
+    t_load = time.perf_counter() - t0
+    kw = dict(model_path=a.model_path, batch_size=a.batch_size, threads=a.threads, seed=cfg.seed)
+    ref_emb = embed(ref, **kw)
+    rows = []
+    n_encoded = len(ref)
+    for name, full in targets.items():
+        terms = _sample(full, a.max_terms, cfg.seed)
+        rows.append(coverage_row(name, terms, embed(terms, **kw), ref, ref_emb, a.threshold, len(full)))
+        n_encoded += len(terms)
+    return rows, {"amcs_vocab_load_s": round(t_load, 2),
+                  "amcs_s": round(time.perf_counter() - t0, 2), "amcs_terms_encoded": n_encoded,
+                  "ref_full_size": len(ref_full)}
+
+
+def run(cfg: EntityMapConfig, out: Path) -> dict:
+    t_start = time.perf_counter()
+    tree = load_tree(resolve(cfg.tree))          # TreeError stops the stage before any scanning
+    shards = shard_paths(resolve(cfg.in_dir))
+    if not shards:
+        raise SystemExit(f"entity_map: no input shards under {resolve(cfg.in_dir)}; run quality first")
+    t0 = time.perf_counter()
+    matcher = EntityMatcher(tree_entries(tree, cfg.stop_keys))
+    build_s = time.perf_counter() - t0
+
+    sink = StageSink(out, shard_size=cfg.shard_size)
+    t0 = time.perf_counter()
+    sc = scan_corpus(matcher, shards, sink, tree)
+    pass_s = time.perf_counter() - t0
+
+    # frequencies
+    entity_rows = {e: {"mentions": sc["ent_mentions"][e], "docs": sc["ent_docs"][e]}
+                   for e in sorted(sc["ent_mentions"])}
+    node_rows = {nid: {"mentions": sc["node_mentions"].get(nid, 0), "docs": sc["node_docs"].get(nid, 0),
+                       "kind": tree.nodes[nid].kind, "tier": tree.nodes[nid].tier}
+                 for nid in sorted(tree.nodes)}
+    write_json(out / "frequencies.json", {"entities": entity_rows, "nodes": node_rows})
+    long_tail_plot(list(sc["ent_mentions"].values()), out / "long_tail.png",
+                   f"entity long tail: {len(entity_rows)} entities, {sc['hits']} mentions")
+
+    # balancing
+    doc_ids = [d for d, _ in sc["docs"]]
+    doc_ents = [c for _, c in sc["docs"]]
+    weights = doc_weights(doc_ents, sc["ent_mentions"], cfg.temperature)
+    order = sorted(range(len(doc_ids)), key=lambda i: doc_ids[i])
+    with open(out / "balanced_manifest.jsonl", "w", encoding="utf-8") as f:
+        for i in order:
+            f.write(dumps({"doc_id": doc_ids[i], "weight": round(weights[i], 8),
+                           "n_entities": len(doc_ents[i])}) + "\n")
+    balance = {"temperature": cfg.temperature, **distribution_stats(doc_ents, weights),
+               "weight_min": round(min(weights), 6) if weights else 0.0,
+               "weight_max": round(max(weights), 6) if weights else 0.0}
+    write_json(out / "balance.json", balance)
+    sparse = sparse_domains(tree, sc["node_docs"], sc["node_mentions"], cfg.sparse_bottom_n)
+    write_json(out / "sparse_domains.json", {"bottom_n": cfg.sparse_bottom_n, "domains": sparse})
+
+    # AMCS
+    amcs_rows, amcs_info = ([], {})
+    if cfg.amcs.enabled:
+        from tasks.mapping.coverage import render_table
+        amcs_rows, amcs_info = run_amcs(cfg, tree)
+        enc = cfg.amcs.model_path or "all-MiniLM-L6-v2"
+        write_json(out / "amcs.json", {"encoder": enc, "threshold": cfg.amcs.threshold,
+                                       "max_terms": cfg.amcs.max_terms, "seed": cfg.seed,
+                                       "rows": amcs_rows, **{k: v for k, v in amcs_info.items()
+                                                             if not k.endswith("_s")}})
+        (out / "amcs.md").write_text(render_table(amcs_rows, cfg.amcs.threshold, enc), encoding="utf-8")
+
+    summary = sink.close(
+        hits=sc["hits"], distinct_entities_hit=len(entity_rows),
+        tree_entities=sum(n.kind == "entity" for n in tree.nodes.values()),
+        stop_keys_configured=len(cfg.stop_keys),
+        docs_without_hits=sc["docs_without_hits"], docs_with_hits=len(doc_ids) - sc["docs_without_hits"],
+        text_bytes=sc["text_bytes"], automaton_keys=matcher.size, key_collisions=matcher.collisions,
+        gini_before=balance["before"]["gini"], gini_after=balance["after"]["gini"],
+        entropy_norm_before=balance["before"]["entropy_norm"],
+        entropy_norm_after=balance["after"]["entropy_norm"],
+        amcs={r["target"]: {"forward": r["forward"], "backward": r["backward"], "size": r["size"]}
+              for r in amcs_rows})
+    (out / "kept").rename(out / "doc_hits")
+    timings = {"automaton_build_s": build_s, "scan_pass_s": pass_s, "scan_only_s": sc["scan_s"],
+               "scan_mb_per_s": sc["text_bytes"] / 1e6 / max(sc["scan_s"], 1e-9),
+               "pass_mb_per_s": sc["text_bytes"] / 1e6 / max(pass_s, 1e-9),
+               "total_s": time.perf_counter() - t_start, **{k: v for k, v in amcs_info.items() if k.endswith("_s")}}
+    return {**summary, "_timings": timings, "_kept_sample": sink.kept_sample,
+            "_rejected_sample": sink.rejected_sample}
+
+
+def load_manifest(path: str | Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

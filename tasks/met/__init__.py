@@ -1,1 +1,0 @@
-"""Medical Entity Tree (paper §3.2): entity extraction, tree construction, mapping."""

@@ -1,0 +1,333 @@
+"""Stage 3 of paper §3.2: incremental attachment of the remaining entities to the frozen core.
+
+Deferred insertion: the core tree is frozen (`FrozenCore`: read-only embeddings, its own tree copy,
+a fingerprint); entities are decided in batches of `batch_size` against that frozen core only, their
+insertions are buffered, conflicts in the batch are resolved, and only then is the batch applied to the
+separate working tree. Nothing a batch inserts can influence another decision, exactly as in the
+paper, where the LLM predicts insertion paths relative to the frozen core.
+
+Two attachers behind one interface (`decide_batch(entities, vectors) -> [Decision]`):
+
+- `LocalAttacher` (default): cosine similarity of the entity embedding to the core's category
+  embeddings, descending tier by tier from the entity's type node (or the root) with a beam of
+  `beam` nodes. The best terminal category wins if its similarity >= `min_similarity`, else the entity
+  is unclassified with the best path and similarity as the reason. Other finalists within
+  `conflict_margin` of the best, and the best placements of an entity's other types, are extra
+  candidate parents: a conflict for the resolver.
+- `LLMAttacher`: the paper's Stage 3 prompt with the frozen core's category paths; the reply must carry
+  `<Reason>...</Reason><InsertionPath>A.B.Entity</InsertionPath>` whose category prefix exists in the
+  frozen core. Empty, truncated, unparseable or invalid replies get one repair turn, then the entity is
+  unclassified with the reason and the raw replies. The paper's "unclassifiable" answer
+  (`<Reason>..</Reason><Reasoning>..</Reasoning>` without a path) is recorded as such, not retried.
+  Several valid paths in one reply are a conflict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tasks.tree.build import ROOT_ID, FrozenCore
+from tasks.tree.embed import Entity
+from tasks.tree.model import ENTITY, Node, Tree, norm_name
+
+
+@dataclass
+class Candidate:
+    node_id: str
+    path: str
+    similarity: float | None = None
+    via: str = ""             # type:<T> | margin | llm
+    reason: str = ""          # the LLM's <Reason>, or the local similarity statement
+
+    def to_json(self) -> dict:
+        return {"node_id": self.node_id, "path": self.path, "similarity": self.similarity,
+                "via": self.via}
+
+
+@dataclass
+class Decision:
+    entity: Entity
+    method: str                               # local | llm
+    candidates: list[Candidate] = field(default_factory=list)
+    reason: str = ""                          # unclassified reason (empty when attached)
+    detail: str = ""
+    raw: list[str] = field(default_factory=list)   # LLM replies, in order
+
+    @property
+    def attached(self) -> bool:
+        return not self.reason and bool(self.candidates)
+
+
+class LocalAttacher:
+    method = "local"
+
+    def __init__(self, core: FrozenCore, *, min_similarity: float = 0.35, beam: int = 2,
+                 conflict_margin: float = 0.02):
+        self.core = core
+        self.min_similarity = min_similarity
+        self.beam = max(1, beam)
+        self.conflict_margin = conflict_margin
+
+    def descend(self, q: np.ndarray, start: str) -> list[tuple[str, float]]:
+        """Terminal categories reached from `start` with a beam, best first: [(node, cosine)]."""
+        core = self.core
+        start_sim = float(core.similarity(q, [start])[0]) if start in core.row else -1.0
+        frontier = [(start, start_sim)]
+        finished: list[tuple[str, float]] = []
+        while frontier:
+            nxt: list[tuple[str, float]] = []
+            for nid, s in frontier:
+                kids = [c for c in core.tree.category_children(nid) if c in core.row]
+                if not kids:
+                    finished.append((nid, s))
+                    continue
+                nxt.extend(zip(kids, (float(v) for v in core.similarity(q, kids))))
+            nxt.sort(key=lambda t: (-round(t[1], 6), t[0]))
+            frontier = nxt[:self.beam]
+        finished = [(n, round(s, 6)) for n, s in finished if n != ROOT_ID]
+        return sorted(finished, key=lambda t: (-t[1], t[0]))
+
+    def decide(self, e: Entity, q: np.ndarray) -> Decision:
+        core = self.core
+        d = Decision(e, self.method)
+        if not core.ids:
+            d.reason, d.detail = "empty_core", "the core tree has no categories to attach to"
+            return d
+        starts: list[tuple[str, str]] = []
+        for t in e.types:
+            s = core.type_nodes.get(t, ROOT_ID)
+            if s not in [x for x, _ in starts]:
+                starts.append((s, f"type:{t}" if s != ROOT_ID else "root"))
+        best_overall: tuple[str, float] | None = None
+        cands: dict[str, Candidate] = {}
+        for start, via in starts:
+            finals = self.descend(q, start)
+            if not finals:
+                continue
+            top_node, top_sim = finals[0]
+            if best_overall is None or top_sim > best_overall[1]:
+                best_overall = (top_node, top_sim)
+            if top_sim < self.min_similarity:
+                continue
+            for node, sim in finals:
+                if node == top_node or top_sim - sim <= self.conflict_margin:
+                    old = cands.get(node)
+                    if old is None or sim > (old.similarity or -1):
+                        cands[node] = Candidate(node, core.tree.path(node), sim,
+                                                via if node == top_node else "margin",
+                                                f"cosine {sim:.3f} to {core.tree.path(node)}")
+        if not cands:
+            if best_overall is None:
+                d.reason, d.detail = "no_path", "no category reachable from the entity's type node"
+            else:
+                node, sim = best_overall
+                d.reason = "below_min_similarity"
+                d.detail = (f"best {core.tree.path(node)} cosine {sim:.3f} < min_similarity "
+                            f"{self.min_similarity}")
+            return d
+        d.candidates = sorted(cands.values(), key=lambda c: (-(c.similarity or 0), c.node_id))
+        return d
+
+    def decide_batch(self, entities: list[Entity], vectors: np.ndarray) -> list[Decision]:
+        return [self.decide(e, vectors[i]) for i, e in enumerate(entities)]
+
+
+SYSTEM = "You are a medical entity taxonomy expert."
+PROMPT = """You must strictly follow the guidelines below to integrate the medical entity noun I provide into the existing medical entity tree.
+
+**Maintain Original Structure**: You are NOT allowed to change the names of nodes on the medical entity tree. Each line of the tree below is one existing path of node names joined by ".".
+
+**Precise Insertion**: Insert the medical entity noun into the appropriate sub-category. Ensure only valid medical entities are inserted and adhere to hierarchical relationships.
+
+**Rationality of New Insertions**: If you insert a medical entity into the tree, you must provide the reason for its insertion.
+Output Format: <Reason>xxx</Reason><InsertionPath>Node1.Node2.InsertedNode</InsertionPath>
+
+**Handling Unclassifiable Cases**: Report medical entity nouns that cannot be classified and explain the reasons for the uncertainty.
+Output Format: <Reason>xxx</Reason><Reasoning>yyy</Reasoning>
+
+Medical Entity Tree:
+{tree}
+
+Medical Entity Nouns:
+{entity}"""
+REPAIR = ("Your answer could not be used: {problem}. Answer again for \"{entity}\" with exactly "
+          "<Reason>...</Reason><InsertionPath>Path.{entity}</InsertionPath>, where Path is one of the "
+          "tree paths listed above, copied exactly.")
+
+
+class LLMAttacher:
+    method = "llm"
+
+    def __init__(self, client, core: FrozenCore, *, tree_max_chars: int = 3000):
+        self.client = client
+        self.core = core
+        self.tree_max_chars = tree_max_chars
+        self.stats = {"asked": 0, "parsed_first": 0, "parsed_after_repair": 0, "repairs": 0,
+                      "unclassifiable": 0, "failed": 0}
+
+    def messages(self, e: Entity) -> list[dict[str, str]]:
+        start = self.core.type_nodes.get(e.type)
+        tree = self.core.render_paths(start, self.tree_max_chars)
+        return [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": PROMPT.format(tree=tree, entity=e.text)}]
+
+    def resolve(self, parts: list[str], e: Entity) -> str | None:
+        """The frozen-core category a path names; its last element(s) may be the entity itself."""
+        tree = self.core.tree
+        node = tree.resolve_names(parts)
+        if node is not None and node != ROOT_ID:
+            return node
+        names = {norm_name(e.text), norm_name(e.norm), *(norm_name(r["text"]) for r in e.rows)}
+        for cut in range(len(parts) - 1, 0, -1):
+            if norm_name(".".join(parts[cut:])) in names:
+                node = tree.resolve_names(parts[:cut])
+                if node is not None and node != ROOT_ID:
+                    return node
+        return None
+
+    def evaluate(self, e: Entity, reply) -> tuple[list[Candidate], str, str]:
+        """(candidates, problem, unclassifiable reasoning); problem "" when usable."""
+        from tasks.llm.client import LLMError
+        from tasks.llm.parsing import extract_tags
+        if isinstance(reply, LLMError):
+            return [], "request_failed", str(reply)[:300]
+        if not isinstance(reply, str) or not reply.strip():
+            return [], "empty_reply", ""
+        reasons = extract_tags(reply, "Reason")
+        paths = extract_tags(reply, "InsertionPath")
+        if not paths:
+            reasoning = [r for r in extract_tags(reply, "Reasoning") if r]
+            if reasoning:
+                return [], "", reasoning[0][:500]
+            return [], "no_insertion_path", "no <InsertionPath>...</InsertionPath> in the reply"
+        found: dict[str, Candidate] = {}
+        bad = []
+        for p in paths:
+            parts = [s.strip() for s in p.split(".")]
+            node = self.resolve(parts, e) if p and all(parts) else None
+            if node is None:
+                bad.append(p[:120])
+            elif node not in found:
+                found[node] = Candidate(node, self.core.tree.path(node), None, "llm",
+                                        (reasons[0] if reasons else "")[:500])
+        if not found:
+            return [], "invalid_path", f"not a path of the frozen core: {bad[:3]}"
+        return list(found.values()), "", ""
+
+    def decide_batch(self, entities: list[Entity], vectors=None) -> list[Decision]:
+        first = [self.messages(e) for e in entities]
+        replies = self.client.complete_many(first, return_exceptions=True) if first else []
+        out: list[Decision] = []
+        repair: dict[int, list[dict]] = {}
+        problems: dict[int, tuple[str, str]] = {}
+        for i, (e, reply) in enumerate(zip(entities, replies)):
+            self.stats["asked"] += 1
+            d = Decision(e, self.method, raw=[reply if isinstance(reply, str) else ""])
+            cands, problem, info = self.evaluate(e, reply)
+            out.append(d)
+            if problem == "request_failed":
+                d.reason, d.detail = "llm_request_failed", info
+            elif problem:
+                problems[i] = (problem, info)
+                repair[i] = first[i] + [
+                    {"role": "assistant", "content": reply or ""},
+                    {"role": "user", "content": REPAIR.format(problem=_problem_text(problem, info),
+                                                              entity=e.text)}]
+            elif cands:
+                d.candidates = cands
+                self.stats["parsed_first"] += 1
+            else:
+                d.reason, d.detail = "llm_unclassifiable", info
+        if repair:
+            idx = list(repair)
+            self.stats["repairs"] += len(idx)
+            again = self.client.complete_many([repair[i] for i in idx], return_exceptions=True)
+            for i, reply in zip(idx, again):
+                d = out[i]
+                d.raw.append(reply if isinstance(reply, str) else "")
+                cands, problem, info = self.evaluate(d.entity, reply)
+                if problem == "request_failed":
+                    d.reason, d.detail = "llm_request_failed", info
+                elif problem:
+                    first_problem, first_info = problems[i]
+                    d.reason = f"llm_{problem}"
+                    d.detail = f"first reply: {first_problem} {first_info}; repair: {problem} {info}"
+                elif cands:
+                    d.candidates = cands
+                    self.stats["parsed_after_repair"] += 1
+                else:
+                    d.reason, d.detail = "llm_unclassifiable", info
+        for d in out:
+            if d.reason == "llm_unclassifiable":
+                self.stats["unclassifiable"] += 1
+            elif d.reason:
+                self.stats["failed"] += 1
+        return out
+
+
+def _problem_text(problem: str, info: str) -> str:
+    return {"empty_reply": "the reply was empty",
+            "no_insertion_path": "it has no <InsertionPath>...</InsertionPath> tag (or it is cut off)",
+            "invalid_path": f"the path is not in the tree ({info})"}.get(problem, problem)
+
+
+@dataclass
+class AttachResult:
+    attachments: list[dict] = field(default_factory=list)
+    unclassified: list[dict] = field(default_factory=list)
+    audits: list[dict] = field(default_factory=list)
+    batches: int = 0
+
+
+def unclassified_record(e: Entity, reason: str, detail: str, method: str, raw: list[str] | None = None
+                        ) -> dict:
+    rec = {"entity": e.norm, "text": e.text, "type": e.type, "count": e.count, "rows": len(e.rows),
+           "reason": reason, "detail": detail, "method": method}
+    if raw:
+        rec["raw_replies"] = raw
+    return rec
+
+
+def apply_batch(working: Tree, insertions: list[tuple[Entity, str]], max_tiers: int) -> None:
+    """Add the buffered entities as non-core leaves of the working tree (after a batch is decided)."""
+    for e, parent in insertions:
+        p = working.nodes[parent]
+        if p.tier + 1 >= max_tiers:
+            raise ValueError(f"attaching {e.norm!r} under {parent!r} would exceed {max_tiers} tiers")
+        working.add(Node(f"e:{e.norm}", e.text, parent, p.tier + 1, ENTITY, [e.norm], e.count, False))
+
+
+def attach_all(entities: list[Entity], vectors: np.ndarray | None, core: FrozenCore, working: Tree,
+               attacher, resolver, *, batch_size: int, max_tiers: int) -> AttachResult:
+    """Decide every entity against the frozen core in batches; resolve conflicts; apply per batch."""
+    res = AttachResult()
+    for b, start in enumerate(range(0, len(entities), batch_size)):
+        batch = entities[start:start + batch_size]
+        vecs = vectors[start:start + batch_size] if vectors is not None else None
+        decisions = attacher.decide_batch(batch, vecs)
+        conflicts = [d for d in decisions if d.attached and len(d.candidates) > 1]
+        audits = resolver.resolve_batch(conflicts) if conflicts else []
+        keep = {id(d): a["decision"]["keep_node"] for d, a in zip(conflicts, audits)}
+        buffer: list[tuple[Entity, str]] = []
+        for d in decisions:
+            if not d.attached:
+                res.unclassified.append(unclassified_record(d.entity, d.reason or "no_candidate",
+                                                            d.detail, d.method, d.raw))
+                continue
+            node = keep.get(id(d), d.candidates[0].node_id)
+            chosen = next(c for c in d.candidates if c.node_id == node)
+            e = d.entity
+            res.attachments.append({
+                "entity": e.norm, "text": e.text, "type": e.type, "count": e.count, "rows": len(e.rows),
+                "node_id": node, "path": core.tree.path(node), "method": d.method,
+                "similarity": chosen.similarity, "reason": chosen.reason, "conflict": len(d.candidates) > 1,
+                "batch": b})
+            buffer.append((e, node))
+        res.audits.extend(audits)
+        if core.tree.fingerprint() != core.fingerprint:   # never: decisions only read the core
+            raise RuntimeError("the frozen core changed while a batch was being decided")
+        apply_batch(working, buffer, max_tiers)
+        res.batches += 1
+    return res
