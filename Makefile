@@ -28,9 +28,14 @@ run: setup
 test: setup
 	$(PY) -m pytest tests
 
+# the corpus-stage benchmarks (they need no pipeline outputs); the others are run by name, see README
 bench: setup
 	$(PY) bench/bench_stages.py
 	$(PY) bench/bench_minhash.py
 
-clean-outputs:
-	rm -rf data/collect data/clean data/quality
+lint: setup
+	$(PY) -m ruff check .
+
+# every stage's outputs, as dvc.yaml lists them (the DVC cache keeps them for `dvc checkout`)
+clean-outputs: setup
+	rm -rf $$($(PY) -m tasks.pipeline outs)

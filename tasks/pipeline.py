@@ -4,6 +4,7 @@
     python -m tasks.pipeline open-parent                  # prints the new parent run id
     python -m tasks.pipeline close-parent RUN_ID [--status FAILED]
     python -m tasks.pipeline stages                       # stage names and upstreams, from dvc.yaml
+    python -m tasks.pipeline outs                         # every stage's output paths (make clean-outputs)
 
 Why a wrapper and not only `dvc repro`: DVC decides *what* runs (cache, dvc.lock); this only
 adds the parent run that ties the stage runs of one execution together, passed to each stage
@@ -141,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("run_id")
     c.add_argument("--status", default="FINISHED", choices=["FINISHED", "FAILED", "KILLED"])
     sub.add_parser("stages")
+    sub.add_parser("outs")
     args = ap.parse_args(argv)
     if args.cmd == "run":
         return run(args.targets, args.force)
@@ -148,6 +150,10 @@ def main(argv: list[str] | None = None) -> int:
         print(open_parent_run(profile_name()))
     elif args.cmd == "close-parent":
         close_parent_run(args.run_id, args.status)
+    elif args.cmd == "outs":
+        for spec in expand_stages(project_root() / "dvc.yaml").values():
+            for out in spec.get("outs", []):
+                print(next(iter(out)) if isinstance(out, dict) else out)
     elif args.cmd == "stages":
         for name, ups in read_stage_graph(project_root() / "dvc.yaml").items():
             print(f"{name}: {', '.join(ups) or '-'}")

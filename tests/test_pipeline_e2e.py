@@ -3,13 +3,16 @@
 1. the Airflow DAG (`dag.test()`): one task per dvc.yaml stage, each `dvc repro --single-item`,
    under one MLflow parent run tagged with the DAG run id;
 2. `python -m tasks.pipeline run` again: a DVC no-op that keeps no empty parent run;
-3. `python -m tasks.pipeline run --force`: every stage re-runs and every output hash equals the
-   DAG run's (determinism), under a second parent run.
+3. `python -m tasks.pipeline run --force` in a copy of the project in another folder: every stage
+   re-runs and every output hash equals the DAG run's (determinism, and no output depends on where
+   the checkout lives), under a second parent run; no output holds either folder's absolute path;
+4. `dvc status` after an edit of one KG module names `kg`, not the entity stages upstream of it.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 import time
 from pathlib import Path
@@ -157,12 +160,43 @@ def test_second_run_is_a_dvc_noop(tiny_project: Path):
     assert len(parent_runs(runs)) == 1  # no empty parent kept
 
 
-def test_forced_rerun_is_deterministic(tiny_project: Path):
+@pytest.fixture(scope="module")
+def relocated(tiny_project: Path) -> Path:
+    """The project after the DAG run, copied to another folder (as a reviewer's clone would be)."""
+    dest = tiny_project.parent.parent / "elsewhere" / "clone"
+    shutil.copytree(tiny_project, dest, symlinks=True)
+    return dest
+
+
+def test_forced_rerun_elsewhere_reproduces_every_output(tiny_project: Path, relocated: Path):
     first = out_hashes(tiny_project)
-    run_in(tiny_project, "python", "-m", "tasks.pipeline", "run", "--force", timeout=2400)
-    assert out_hashes(tiny_project) == first
-    _, runs = mlflow_runs(tiny_project)
+    run_in(relocated, "python", "-m", "tasks.pipeline", "run", "--force", timeout=2400)
+    assert out_hashes(relocated) == first
+    _, runs = mlflow_runs(relocated)
     assert len(parent_runs(runs)) == 2  # the forced run has its own parent
+
+
+def test_no_output_holds_an_absolute_checkout_path(tiny_project: Path, relocated: Path):
+    needles = [str(p).encode() for p in (tiny_project, relocated)]
+    hits = []
+    for root in (tiny_project, relocated):
+        for path in (root / "data").rglob("*"):
+            if path.is_file() and any(n in path.read_bytes() for n in needles):
+                hits.append(str(path.relative_to(root)))
+    assert not hits, hits
+
+
+def test_editing_a_kg_module_reruns_kg_not_the_entity_stages(tiny_project: Path):
+    module = tiny_project / "tasks" / "knowledge_graph" / "relations.py"
+    original = module.read_text()
+    try:
+        module.write_text(original + "\n# an edit\n")
+        out = run_in(tiny_project, "dvc", "status", "--json").stdout
+        changed = set(json.loads(out[out.index("{"):]))
+    finally:
+        module.write_text(original)
+    assert "kg" in changed
+    assert not changed & {"collect", "clean", "quality", "entities", "entity_tree", "entity_map"}, changed
 
 
 def test_cpt_model_loads_with_from_pretrained_and_generates(tiny_project: Path):
