@@ -32,11 +32,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tasks.common.config import load_params, resolve  # noqa: E402
+from tasks.extraction.common import split_sentences  # noqa: E402
+from tasks.extraction.gold import read_pubtator_file  # noqa: E402
+from tasks.extraction.llm import LLMExtractor, LLMExtractParams  # noqa: E402
 from tasks.llm.client import LLMClient, load_llm_config  # noqa: E402
 from tasks.llm.server import endpoint  # noqa: E402
-from tasks.extraction.common import split_sentences  # noqa: E402
-from tasks.extraction.llm import LLMExtractor, LLMExtractParams  # noqa: E402
-from tasks.extraction.gold import read_pubtator_file  # noqa: E402
 
 
 def sample_docs(data_root: Path, n_sentences: int) -> list[tuple[str, str]]:

@@ -1,9 +1,9 @@
-"""Benchmark: MCQ evaluation throughput on CPU, generation mode vs log-likelihood mode, batched vs
+"""Benchmark: MCQ evaluation throughput on CPU (or --device), generation mode vs log-likelihood mode, batched vs
 unbatched, in one run; and the same checkpoint evaluated twice giving identical scores.
 
 Run:   .venv/bin/python bench/bench_eval_mcq.py [--items 32] [--batch 8] [--model tiny|smollm2|PATH]
                                                 [--max-new-tokens 16] [--threads 2] [--repeats 3]
-                                                [--json out.json]
+                                                [--device cpu|auto|cuda] [--json out.json]
 
 Input: a seeded slice of MedQA-USMLE (4 options) from data_root. Model:
 - `tiny` (default): a random-weight LlamaForCausalLM (hidden 128, 4 layers, byte-level BPE of 600
@@ -98,6 +98,7 @@ def main() -> None:
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default="")
@@ -106,7 +107,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         path = model_path(args.model, tmp)
-        model = HFModel(path, batch_size=1, threads=args.threads, seed=args.seed)
+        model = HFModel(path, batch_size=1, threads=args.threads, seed=args.seed, device=args.device)
         print(f"model {args.model} ({path}), {sum(p.numel() for p in model.model.parameters()) / 1e6:.2f}M params, "
               f"{args.items} MedQA items, threads {args.threads}")
         timed(model, data_root, "loglik", args.batch, argparse.Namespace(**{**vars(args), "items": 2}),

@@ -28,8 +28,8 @@ os.chdir(ROOT)
 
 def input_files(stage: str, work: Path) -> list[Path]:
     if stage == "collect":
-        from tasks.collect import CollectConfig, source_path
         from tasks.common.config import load_stage_config
+        from tasks.corpus.connectors.collect import CollectConfig, source_path
 
         cfg, _ = load_stage_config("collect", CollectConfig, [])
         files = []
@@ -62,6 +62,8 @@ def baseline(stage: str, files: list[Path], out: Path) -> tuple[float, int, int]
 
 
 def main() -> None:
+    from tasks.common.stage import main as run_stage
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", default="default")
     ap.add_argument("--stages", default="collect,clean,quality")
@@ -80,7 +82,7 @@ def main() -> None:
             mb = sum(f.stat().st_size for f in files) / 1e6
             base_s, _, _ = baseline(stage, files, work / f"{stage}.baseline")
             t0 = time.perf_counter()
-            summary = importlib.import_module(f"tasks.{stage}").main(argv)
+            summary = run_stage(importlib.import_module(f"tasks.{stage}").STAGE, argv)
             secs = time.perf_counter() - t0
             print(f"{stage:<9}{summary['read']:>9}{mb:>8.1f}{secs:>8.1f}{summary['read'] / secs:>10.0f}"
                   f"{mb / secs:>8.2f}{mb / base_s:>11.1f}{base_s / secs:>12.3f}", flush=True)

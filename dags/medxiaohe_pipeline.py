@@ -63,7 +63,8 @@ with DAG(
     def close_parent_run(parent_run_id: str) -> None:
         """Tag child runs with dvc.lock hashes and close the parent (FAILED if a child failed)."""
         os.environ.setdefault("MEDX_PROJECT_ROOT", str(PROJECT_ROOT))
-        from tasks.common.tracking import child_runs_failed, close_parent_run as close_run
+        from tasks.common.tracking import child_runs_failed
+        from tasks.common.tracking import close_parent_run as close_run
 
         close_run(parent_run_id, "FAILED" if child_runs_failed(parent_run_id) else "FINISHED")
 

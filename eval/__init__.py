@@ -5,5 +5,10 @@ benchmarks (registry, loaders, bring-your-own JSONL) -> templates (per answer ki
 (deterministic; generation Pass@1 and option log-likelihood) -> runner (resumable per-item results)
 -> report (chance baselines, parse failures, category macro-averages, decontamination) and
 progression (which stage moved which benchmark). Entry points: `python -m eval` (cli.py) and the
-`eval` stage (tasks/eval.py).
+`eval` and `eval_progression` stages (tasks/eval.py, tasks/eval_progression.py).
 """
+
+# The protocol's two modes and the number of each that a category averages. Defined here, with no
+# imports, so `eval.progression` (the `eval_progression` stage) depends on this file alone.
+MODES = ("generate", "loglik")
+PRIMARY = {"generate": "score", "loglik": "acc_norm"}

@@ -48,6 +48,8 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=32)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="HF model: auto = cuda + bfloat16 when a GPU is present, else cpu float32")
     p.add_argument("--judge", choices=["local", "llm", "none"], default="local", help="long-form rubric judge")
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--decontam-report", default="data/clean/decontamination_report.jsonl")
@@ -69,7 +71,7 @@ def config_from_args(a: argparse.Namespace) -> EvalConfig:
                       endpoint_vision=a.vision, predictions=a.predictions or "", benchmarks=benchmarks, byo=byo,
                       limit=a.limit, modes=a.modes, style=a.style, continuation=a.continuation,
                       max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, threads=a.threads, seed=a.seed,
-                      data_root=a.data_root, judge=JudgeConfig(method=a.judge),
+                      device=a.device, data_root=a.data_root, judge=JudgeConfig(method=a.judge),
                       decontam=DecontamConfig(report=a.decontam_report))
 
 

@@ -4,6 +4,12 @@ Used by the `eval` stage (tasks/eval.py, one checkpoint per DVC foreach entry) a
 (`python -m eval`), so both evaluate with exactly the same protocol. `EvalConfig` is the stage's
 typed params section (`eval:` in params.yaml); every field has a default, so the stage also runs
 when the section is absent.
+
+LLM clients. The pipeline's client (the `llm:` section; the stage runner opens it when `uses_llm`)
+serves the llm rubric judge and `endpoint: local` (the pipeline's own model under test). An external
+endpoint (`endpoint: http://...`) is the model under test, not the pipeline's LLM: the harness opens
+its client itself, with the `llm:` section's settings (timeouts, retries, response cache) and the
+endpoint's URL. Without a client from the caller (the CLI), the harness opens what it needs.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 from eval.benchmarks import BUNDLED, BenchmarkSpec, byo_spec, get_spec
 from eval.judge import LLMRubricJudge, LocalRubricJudge
@@ -49,7 +56,8 @@ class DecontamConfig:
 class EvalConfig:
     checkpoint: str = "base"        # the name results are filed under: <out_root>/<checkpoint>
     model_path: str = ""            # a local HF checkpoint (causal LM or image-text-to-text) ...
-    endpoint: str = ""              # ... or an OpenAI-compatible base URL ("local": the project's server)
+    endpoint: str = ""              # ... or an OpenAI-compatible base URL ("local": the `llm:` section's
+                                    #     endpoint, by default the project's llama.cpp server)
     endpoint_model: str = ""        #     model name at the endpoint ("" = llm.model)
     endpoint_vision: bool = False   #     send images (data URLs) to the endpoint
     predictions: str = ""           # ... or a predictions JSONL ({benchmark, id, output}) to score
@@ -66,6 +74,8 @@ class EvalConfig:
     batch_size: int = 8
     threads: int = 2
     seed: int = 1234
+    device: Literal["auto", "cpu", "cuda"] = "auto"   # HF model: auto = cuda + bfloat16 when present,
+                                                      # else cpu float32 (tasks.training.device.resolve)
     data_root: str = "../shared/data"
     out_root: str = "data/eval"
     work_root: str = ".cache/eval"  # resumable per-item results, outside DVC outputs
@@ -99,6 +109,18 @@ def specs_of(cfg: EvalConfig) -> list[BenchmarkSpec]:
     return [get_spec(n, extra) for n in names]
 
 
+def needs_judge(cfg: EvalConfig) -> bool:
+    return any(s.family == "longform" for s in specs_of(cfg))
+
+
+def uses_llm(cfg: EvalConfig) -> bool:
+    """Whether a run needs the pipeline's LLM client: the llm rubric judge (when a long-form benchmark
+    is evaluated) or `endpoint: local`."""
+    from tasks.llm.client import LOCAL
+
+    return cfg.endpoint == LOCAL or (cfg.judge.method == "llm" and needs_judge(cfg))
+
+
 @contextlib.contextmanager
 def _llm_config(llm_cfg, base_url: str, model: str = "") -> Iterator:
     """The LLM config with a live base_url (the project's llama.cpp server when it is 'local')."""
@@ -110,27 +132,38 @@ def _llm_config(llm_cfg, base_url: str, model: str = "") -> Iterator:
 
 
 @contextlib.contextmanager
-def open_model(cfg: EvalConfig, llm_cfg=None) -> Iterator:
+def _endpoint_config(cfg: EvalConfig, llm_cfg, client) -> Iterator:
+    """The live LLM config of the endpoint under test."""
+    from tasks.llm.client import LOCAL, LLMConfig
+
+    if client is not None and cfg.endpoint == LOCAL:    # the pipeline's server, already up
+        yield dataclasses.replace(client.cfg, model=cfg.endpoint_model or client.cfg.model)
+        return
+    with _llm_config(llm_cfg or LLMConfig(), cfg.endpoint, cfg.endpoint_model) as live:
+        yield live
+
+
+@contextlib.contextmanager
+def open_model(cfg: EvalConfig, llm_cfg=None, client=None) -> Iterator:
     """The adapter the config names (closed, and any server it started stopped, on exit)."""
     if cfg.predictions:
         yield PredictionsModel(resolve_path(cfg.predictions))
     elif cfg.endpoint:
-        from tasks.llm.client import LLMConfig
-
-        with _llm_config(llm_cfg or LLMConfig(), cfg.endpoint, cfg.endpoint_model) as live:
+        with _endpoint_config(cfg, llm_cfg, client) as live:
             model = EndpointModel(live, vision=cfg.endpoint_vision, concurrency_batch=cfg.batch_size)
             try:
                 yield model
             finally:
                 model.close()
     elif cfg.model_path:
-        yield HFModel(resolve_path(cfg.model_path), batch_size=cfg.batch_size, threads=cfg.threads, seed=cfg.seed)
+        yield HFModel(resolve_path(cfg.model_path), batch_size=cfg.batch_size, threads=cfg.threads, seed=cfg.seed,
+                      device=cfg.device)
     else:
         raise ValueError("no model: set model_path, endpoint or predictions")
 
 
 @contextlib.contextmanager
-def open_judge(cfg: EvalConfig, llm_cfg=None) -> Iterator:
+def open_judge(cfg: EvalConfig, llm_cfg=None, client=None) -> Iterator:
     if cfg.judge.method == "none":
         yield None
     elif cfg.judge.method == "local":
@@ -138,20 +171,30 @@ def open_judge(cfg: EvalConfig, llm_cfg=None) -> Iterator:
     else:
         from tasks.llm.client import LLMClient, LLMConfig
 
-        with _llm_config(llm_cfg or LLMConfig(), "") as live, LLMClient(live) as client:
+        with contextlib.ExitStack() as stack:
+            if client is None:
+                live = stack.enter_context(_llm_config(llm_cfg or LLMConfig(), ""))
+                client = stack.enter_context(LLMClient(live))
             yield LLMRubricJudge(client, penalty=cfg.judge.penalty, constrained_json=cfg.judge.constrained_json,
                                  max_tokens=cfg.judge.max_tokens)
 
 
-def run(cfg: EvalConfig, out_dir: str | Path, work_dir: str | Path, *, llm_cfg=None, progress: bool = False,
-        fresh: bool = False, restart_on_mismatch: bool = False,
-        title: str | None = None) -> tuple[dict, dict, EvalResult]:
-    """Evaluate and write items.jsonl + the report files into `out_dir`."""
+def run(cfg: EvalConfig, out_dir: str | Path, work_dir: str | Path, *, llm_cfg=None, client=None,
+        profile: str | None = None, progress: bool = False, fresh: bool = False,
+        restart_on_mismatch: bool = False, title: str | None = None) -> tuple[dict, dict, EvalResult]:
+    """Evaluate and write items.jsonl + the report files into `out_dir`.
+
+    client   the pipeline's LLM client, open (the stage runner's): the llm judge and endpoint=local use it
+    llm_cfg  settings of the clients the harness opens itself; default: the `llm:` section under
+             `profile` when a profile is given (the stage), else LLMConfig() (the CLI)"""
+    if llm_cfg is None and profile is not None and cfg.endpoint:
+        from tasks.llm.client import load_llm_config
+
+        llm_cfg = load_llm_config([f"profile={profile}"])
     specs = specs_of(cfg)
-    needs_judge = any(s.family == "longform" for s in specs)
     with contextlib.ExitStack() as stack:
-        judge = stack.enter_context(open_judge(cfg, llm_cfg)) if needs_judge else None
-        adapter = stack.enter_context(open_model(cfg, llm_cfg))
+        judge = stack.enter_context(open_judge(cfg, llm_cfg, client)) if needs_judge(cfg) else None
+        adapter = stack.enter_context(open_model(cfg, llm_cfg, client))
         result = evaluate(adapter, specs, resolve_path(cfg.data_root), work_dir, cfg.settings(), judge=judge,
                           progress=progress, fresh=fresh, restart_on_mismatch=restart_on_mismatch)
         if isinstance(adapter, PredictionsModel):
@@ -161,6 +204,6 @@ def run(cfg: EvalConfig, out_dir: str | Path, work_dir: str | Path, *, llm_cfg=N
     write_items(result.rows, out / "items.jsonl")
     decontam = load_decontam(resolve_path(cfg.decontam.report),
                              [resolve_path(d) for d in cfg.decontam.kept_dirs if resolve_path(d).is_dir()])
-    metrics, summary = write_report(result, out, decontam=decontam,
+    metrics, summary = write_report(result, out, decontam=decontam, data_root=resolve_path(cfg.data_root),
                                     title=title or f"Evaluation: {cfg.checkpoint}")
     return metrics, summary, result

@@ -5,7 +5,7 @@ receive positive credit, while incorrect statements are penalized").
     score = clamp((covered - penalty * unsupported) / n_key_points, 0, 1)
 
 Key points are the item's `key_points`, or else the reference's sentences. Two judges behind one
-interface (DESIGN.md "every LLM role has two implementations"):
+interface (ARCHITECTURE.md "LLM roles"):
 - `LocalRubricJudge` (no LLM; deterministic): a key point is covered when the candidate contains
   at least `cover_threshold` of its content words; a candidate sentence is unsupported when fewer
   than `support_threshold` of its content words occur in the reference or the key points.

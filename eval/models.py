@@ -18,7 +18,17 @@
   {"benchmark", "id", "output"} (or "option_logprobs": [...] for log-likelihood mode); an item
   without a row scores as the failure `missing_prediction`.
 
-Determinism: seeds fixed, CPU float32, greedy decoding, inputs sorted the same way every run.
+Device (`device`: auto | cpu | cuda, decided by `tasks.training.device.resolve`, the one device choice
+of the project): `auto` runs on the GPU in bfloat16 when torch sees one, else on the CPU in float32;
+`cpu` is float32, `cuda` bfloat16 (an error without a GPU). The placement ('cpu/float32') is part of
+the adapter's identity (`describe`, hence the run fingerprint): bfloat16 scores are not float32
+scores, and resumed results never mix the two.
+
+Determinism: seeds fixed, greedy decoding, inputs sorted the same way every run; on the CPU
+(float32) a re-run reproduces every output byte for byte.
+
+Paths in `describe()` are relative to the project root (or `${data_root}`), so neither the run
+fingerprint nor any report depends on where the checkout lives.
 """
 
 from __future__ import annotations
@@ -35,6 +45,12 @@ from typing import Any
 from eval.benchmarks import Item
 from eval.templates import LoglikRequest, Prompt
 from models.checkpoint import META_FILE, CheckpointError, checkpoint_digest, read_meta
+from tasks.common.io import relative_paths
+
+
+def display_path(path: str | Path) -> str:
+    """`path` as outputs show it: relative to the project root (or `${data_root}/...`) when under it."""
+    return relative_paths(str(path))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,13 +74,17 @@ class HFModel:
     supports_loglik = True
 
     def __init__(self, path: str | Path, *, batch_size: int = 8, threads: int = 2, seed: int = 1234,
-                 max_length: int = 0):
+                 max_length: int = 0, device: str = "cpu"):
         import torch
         from transformers import AutoConfig
 
         self.path = Path(path)
         if not (self.path / "config.json").is_file():
             raise AdapterError(f"no HF checkpoint at {self.path} (config.json missing)")
+        from tasks.training.device import resolve as resolve_device
+
+        self.placement = resolve_device(device)
+        self.device, self.dtype = self.placement.device, self.placement.dtype
         torch.manual_seed(seed)
         torch.set_num_threads(threads)
         self.torch = torch
@@ -74,16 +94,16 @@ class HFModel:
         if self.vision:
             from transformers import AutoModelForImageTextToText, AutoProcessor
 
-            self.model = AutoModelForImageTextToText.from_pretrained(self.path, dtype=torch.float32)
+            self.model = AutoModelForImageTextToText.from_pretrained(self.path, dtype=self.dtype)
             self.processor = AutoProcessor.from_pretrained(self.path)
             self.tokenizer = self.processor.tokenizer
         else:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=torch.float32)
+            self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=self.dtype)
             self.processor = None
             self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self.model.eval()
+        self.model.to(self.device).eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         text_cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -95,9 +115,14 @@ class HFModel:
         self.stats = {"truncated_prompts": 0, "boundary_mismatches": 0}
 
     def describe(self) -> dict:
-        return {"adapter": "hf", "path": str(self.path), "digest": checkpoint_digest(self.path),
+        return {"adapter": "hf", "path": display_path(self.path), "digest": checkpoint_digest(self.path),
                 "vision": self.vision, "chat_template": self.chat_template is not None,
-                "thinking_switch": self.thinking_switch}
+                "thinking_switch": self.thinking_switch, "device": self.placement.describe()}
+
+    def _on_device(self, enc) -> dict:
+        """Encoded inputs on the model's device; floating tensors (pixel values) in its dtype."""
+        return {k: (v.to(self.device, self.dtype) if v.is_floating_point() else v.to(self.device))
+                if isinstance(v, self.torch.Tensor) else v for k, v in enc.items()}
 
     def _uses_thinking_switch(self) -> bool:
         """Whether to pass the template's `enable_thinking` switch. A direct answer with the switch
@@ -167,8 +192,8 @@ class HFModel:
                                pad_token_id=tok.pad_token_id,
                                eos_token_id=self.model.generation_config.eos_token_id or tok.eos_token_id)
         with torch.inference_mode():
-            out = self.model.generate(**enc, generation_config=gen)
-        new = out[:, enc["input_ids"].shape[1]:]
+            out = self.model.generate(**self._on_device(enc), generation_config=gen)
+        new = out[:, enc["input_ids"].shape[1]:].cpu()
         return tok.batch_decode(new, skip_special_tokens=True)
 
     # -- log-likelihood ---------------------------------------------------------------------------
@@ -234,9 +259,9 @@ class HFModel:
         torch = self.torch
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         keep = max(len(c) for c in conts) + 1
+        inputs = self._on_device({"input_ids": ids, "attention_mask": mask, "position_ids": positions, **extras})
         with torch.inference_mode():
-            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                logits_to_keep=keep, **extras).logits.float()
+            logits = self.model(**inputs, logits_to_keep=keep).logits.float().cpu()
         out = []
         for i, cont in enumerate(conts):
             # the position before continuation token j predicts it: kept columns keep-1-n .. keep-2
@@ -292,17 +317,20 @@ class EndpointModel:
         self.vision = vision
         self.batch_size = concurrency_batch
         self.name = llm_cfg.model
-        self.stats: dict = {}
+        self.stats: dict = {}         # what goes into summary.json: nothing that varies between runs
+
+    @property
+    def client_stats(self) -> dict:
+        """Requests, cache hits, retries: MLflow only (a re-run is served from the response cache)."""
+        return dict(self.client.stats)
 
     def describe(self) -> dict:
         return {"adapter": "endpoint", "model": self.client.cfg.model, "vision": self.vision}
 
     def generate(self, batch: Sequence[tuple[Item, Prompt]], max_new_tokens: int) -> list[Any]:
         chats = [endpoint_messages(p, self.vision) for _, p in batch]
-        out = self.client.complete_many(chats, return_exceptions=True, temperature=0.0,
-                                        max_tokens=max_new_tokens)
-        self.stats = self.client.stats
-        return out
+        return self.client.complete_many(chats, return_exceptions=True, temperature=0.0,
+                                         max_tokens=max_new_tokens)
 
     def loglik(self, batch):
         raise AdapterError("log-likelihood mode needs a local HF model: chat endpoints return no "
@@ -343,7 +371,7 @@ class PredictionsModel:
 
     def describe(self) -> dict:
         h = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
-        return {"adapter": "predictions", "path": str(self.path), "sha256": h}
+        return {"adapter": "predictions", "path": display_path(self.path), "sha256": h}
 
     def _row(self, item: Item) -> dict | None:
         key = (item.benchmark, item.id)

@@ -1,6 +1,7 @@
 """Progression over checkpoints: which training stage moved which benchmark.
 
     python -m eval progression --root data/eval --out data/eval_progression
+    python -m tasks.eval_progression [root=data/eval out=data/eval_progression]     (the DVC stage)
 
 Reads `<root>/<checkpoint>/metrics.json` (one directory per checkpoint, as the `eval` stage writes
 them), orders checkpoints by the pipeline (base, cpt, mid, sft, rl; unknown names after, by name)
@@ -11,19 +12,29 @@ and writes:
   previous checkpoint (what that stage changed);
 - progression.md, progression.csv, progression.png (one line per benchmark over checkpoints,
   category macro-averages, named category:<name>, dashed).
+
+Imports nothing of the harness but `eval/__init__.py` (MODES, PRIMARY), so the `eval_progression`
+stage's code dependencies are this file, that one and tasks/common.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
-from eval.report import PRIMARY
-from eval.runner import MODES
+from eval import MODES, PRIMARY
 from tasks.common.io import write_json
 
 STAGE_ORDER = ("base", "cpt", "mid", "mid_train", "sft", "rl")
+
+
+@dataclasses.dataclass
+class ProgressionConfig:
+    """The `eval_progression:` params section."""
+    root: str = "data/eval"                 # one <checkpoint>/metrics.json per evaluated checkpoint
+    out: str = "data/eval_progression"
 
 
 def checkpoint_order(names: list[str]) -> list[str]:

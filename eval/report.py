@@ -13,6 +13,9 @@ Files written by `write_report(result, out_dir, decontam)`:
 
 Accounting checked before anything is written: per benchmark, read = valid + quarantined and
 selected = scored + skipped for every mode that applies.
+
+Paths in summary.json, report.md and quarantine.jsonl (model path, decontamination report, details)
+are relative to the project root (or `${data_root}/...`): no output depends on where the checkout lives.
 """
 
 from __future__ import annotations
@@ -24,11 +27,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
-from eval.runner import MODES, EvalResult
+from eval import MODES, PRIMARY
+from eval.runner import EvalResult
 from eval.scoring import aggregate
-from tasks.common.io import write_json
-
-PRIMARY = {"generate": "score", "loglik": "acc_norm"}   # the number a category averages per mode
+from tasks.common.io import path_prefixes, relative_paths, write_json
 
 
 def _mode_applies(result: EvalResult, name: str, mode: str) -> bool:
@@ -153,7 +155,8 @@ def decontamination(result: EvalResult, decontam: dict | None) -> dict[str, dict
 
 
 # ---- writing ----------------------------------------------------------------------------------
-def build(result: EvalResult, decontam: dict | None = None) -> tuple[dict, dict]:
+def build(result: EvalResult, decontam: dict | None = None, data_root: str | Path | None = None) -> tuple[dict, dict]:
+    """(metrics, summary); `data_root` (default: params.yaml's) is written as `${data_root}`."""
     benchmarks = benchmark_table(result)
     categories = category_table(result, benchmarks)
     metrics = {"benchmarks": benchmarks, "categories": categories, "overall": overall(categories),
@@ -165,7 +168,7 @@ def build(result: EvalResult, decontam: dict | None = None) -> tuple[dict, dict]
                "skip_reasons": dict(Counter(f"{s['benchmark']}:{s['reason']}" for s in result.skipped)),
                "decontamination_report": decontam["path"] if decontam else None,
                "adapter_stats": result.adapter_stats}
-    return metrics, summary
+    return metrics, relative_paths(summary, path_prefixes(data_root))
 
 
 def plot_rows(metrics: dict) -> list[dict]:
@@ -275,10 +278,10 @@ def bar_chart(plot: list[dict], path: Path, title: str) -> None:
 
 
 def write_report(result: EvalResult, out_dir: str | Path, *, decontam: dict | None = None,
-                 title: str = "Evaluation") -> tuple[dict, dict]:
+                 title: str = "Evaluation", data_root: str | Path | None = None) -> tuple[dict, dict]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics, summary = build(result, decontam)
+    metrics, summary = build(result, decontam, data_root)
     write_json(out / "metrics.json", metrics)
     write_json(out / "summary.json", summary)
     plot = plot_rows(metrics)
@@ -289,5 +292,6 @@ def write_report(result: EvalResult, out_dir: str | Path, *, decontam: dict | No
         bar_chart(plot, out / "scores.png", title)
     if result.quarantined:
         with open(out / "quarantine.jsonl", "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(q, sort_keys=True) + "\n" for q in result.quarantined)
+            f.writelines(json.dumps(q, sort_keys=True) + "\n"
+                         for q in relative_paths(result.quarantined, path_prefixes(data_root)))
     return metrics, summary

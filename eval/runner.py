@@ -28,12 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eval import templates
+from eval import MODES, templates
 from eval.benchmarks import CLOSED_KINDS, BenchmarkSpec, Item, load, select
 from eval.models import NoOutput
 from eval.scoring import ItemScore, score_loglik, score_output
 
-MODES = ("generate", "loglik")
 ITEMS_FILE = "items.jsonl"
 RUN_FILE = "run.json"
 
@@ -92,8 +91,9 @@ class EvalResult:
     skipped: list[dict]
     fingerprint: str
     model: dict
-    timings: dict[str, float]
-    adapter_stats: dict[str, Any]
+    timings: dict[str, float]            # wall clock: MLflow only
+    adapter_stats: dict[str, Any]        # deterministic adapter counts (summary.json)
+    client_stats: dict[str, Any] = dataclasses.field(default_factory=dict)   # endpoint client: MLflow only
 
 
 def run_fingerprint(adapter, settings: RunSettings, judge_name: str | None) -> str:
@@ -258,7 +258,8 @@ def evaluate(adapter, specs: list[BenchmarkSpec], data_root: str | Path, work_di
                 if row is not None:
                     rows.append(row)
     return EvalResult(rows, list(specs), read, valid, selected, quarantined, skipped, fp,
-                      adapter.describe(), timings, dict(getattr(adapter, "stats", {}) or {}))
+                      adapter.describe(), timings, dict(getattr(adapter, "stats", {}) or {}),
+                      dict(getattr(adapter, "client_stats", {}) or {}))
 
 
 def _score(item: Item, mode: str, out: Any, settings: RunSettings, judge, req) -> dict:

@@ -46,11 +46,11 @@ from models.vlm import (
     build_processor,
     build_scratch_vlm,
     build_smollm2_vlm,
-    find_gguf,
     image_factor,
     parameter_counts,
     set_generation_ids,
 )
+from tasks.common.gguf import find_gguf
 from tasks.common.io import (
     PathEscapeError,
     file_sha256,
@@ -306,7 +306,10 @@ def build_base_model(cfg: BaseModelConfig, out: Path, *, image_root: Path, in_di
     summary.update({
         "parameters": parameter_counts(vlm.model),
         "tokenizer": {**stats, "embedding_rows": emb,
-                      "special_token_ids": {t: vlm.tokenizer.convert_tokens_to_ids(t) for t in tokens.all()
+                      # keyed by role (SpecialTokens field; medx_model.json has the strings): a
+                      # token string such as <|im_start|> is not a valid MLflow metric name
+                      "special_token_ids": {role: vlm.tokenizer.convert_tokens_to_ids(t)
+                                            for role, t in dataclasses.asdict(tokens).items()
                                             if t in vlm.tokenizer.get_vocab()}},
         "image_budget": {**dataclasses.asdict(budget), "pixels_per_visual_token_side": factor,
                          "max_visual_tokens": budget.max_pixels // (factor * factor)},

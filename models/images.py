@@ -16,70 +16,40 @@ What and why:
   side a multiple of `factor` (pixels per visual token: patch size x spatial merge), the long
   side at most max_side: the paper's native-resolution encoder sees the image's own shape, and
   the budget bounds visual tokens, i.e. CPU time, per image.
-- Degenerate inputs raise ImageError with a machine-readable reason instead of producing a
-  meaningless tensor: unreadable, too_large (decompression bomb), too_small (1x1 has nothing to
-  read), extreme_aspect_ratio (20000x20 would be a 1-token-high strip), unsupported_mode.
+- Degenerate inputs raise ImageError (tasks.common.images, the project's one image checker) with a
+  machine-readable reason instead of producing a meaningless tensor: missing_image, corrupt_image,
+  too_many_pixels (decompression bomb), too_small (1x1 has nothing to read), extreme_aspect_ratio
+  (20000x20 would be a 1-token-high strip); and unsupported_mode from the RGB conversion.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
-import warnings
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from models.config import ImageBudget
+from tasks.common.images import ImageError, check_size, open_checked
+
+__all__ = ["ImageError", "open_image", "check_shape", "to_rgb", "window_to_uint8", "fit_size",
+           "resize_to_budget", "load_image", "visual_tokens"]
 
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 
 
-class ImageError(ValueError):
-    """An image the model cannot use; `reason` is a stable key for rejection counts."""
-
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
 def open_image(source: str | os.PathLike | bytes | Image.Image, budget: ImageBudget) -> Image.Image:
-    """Open and fully decode `source` (path, bytes or PIL image); size checks before decoding."""
-    if isinstance(source, Image.Image):
-        img = source
-    else:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else Path(source))
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            raise ImageError("too_large", str(e)[:200]) from None
-        except (OSError, ValueError, SyntaxError) as e:  # missing file, not an image, bad header
-            raise ImageError("unreadable", f"{type(e).__name__}: {str(e)[:200]}") from None
-    w, h = img.size
-    if w * h > budget.max_source_pixels:
-        raise ImageError("too_large", f"{w}x{h} = {w * h} pixels > {budget.max_source_pixels}")
-    check_shape(w, h, budget)
-    try:
-        if getattr(img, "n_frames", 1) > 1:  # multi-page TIFF / animated GIF: the first frame
-            img.seek(0)
-        img.load()
-    except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt pixel data
-        raise ImageError("unreadable", f"{type(e).__name__}: {str(e)[:200]}") from None
-    return img
+    """Open and fully decode `source` (path, bytes or PIL image); size checks before decoding
+    (tasks.common.images, with the budget's limits)."""
+    return open_checked(source, max_pixels=budget.max_source_pixels, min_side=budget.min_side,
+                        max_aspect_ratio=budget.max_aspect_ratio)
 
 
 def check_shape(width: int, height: int, budget: ImageBudget) -> None:
-    short, long = min(width, height), max(width, height)
-    if short < budget.min_side:
-        raise ImageError("too_small", f"{width}x{height}: short side {short} < {budget.min_side} px")
-    if long / short > budget.max_aspect_ratio:
-        raise ImageError("extreme_aspect_ratio",
-                         f"{width}x{height}: aspect ratio {long / short:.1f} > {budget.max_aspect_ratio}")
+    """ImageError(too_small | extreme_aspect_ratio) for a shape the budget cannot size."""
+    check_size(width, height, min_side=budget.min_side, max_aspect_ratio=budget.max_aspect_ratio)
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

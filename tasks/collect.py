@@ -20,7 +20,6 @@ stage with the path named, because silently building from the wrong data is wors
 
 from __future__ import annotations
 
-from tasks.common.config import resolve
 from tasks.common.stage import Stage, StageContext, StageResult, main
 from tasks.corpus.connectors import SourceError
 from tasks.corpus.connectors.collect import CollectConfig, collect

@@ -27,68 +27,43 @@ the same interface, chosen per role in `roles`):
    `documents.max_views` keeping the proportions); image documents are left to parts 2-3 --
    documents.py. This is how the mixing plan reaches cpt_order and cpt, which read only samples/.
 Outputs (data/cpt_data): samples/ (synthesized + document samples), rejected/, rejected_items/, images/,
-mixture.jsonl, summary.json (see tasks/cpt_synthesis/run.py).
+mixture.jsonl, summary.json (see tasks/cpt_synthesis/run.py; the logic is `synthesize` there).
 
 Accounting: the unit is the corpus record, as in entity_map: every valid record is kept (it stays CPT
 data; the mixture says how often it is seen), invalid lines are rejected; read == kept + rejected.
 Every synthesis part reports inputs, kept and rejected-by-reason in summary.json `parts`, and every
-rejected item is in rejected_items/ with its part and reason; for `documents` the unit is the planned
+rejected item is in rejected_items/ (the entry shape of rejected/, plus its part); for `documents` the unit is the planned
 view (kept + rejected = inputs: missing_document, empty_text, image_document).
 
-MLflow: read/kept/rejected, samples per task and generator, part rejections, OCR images/s, timings, LLM
-client stats when a role is llm; artifacts summary.json and a sample of samples.
+MLflow: every number of summary.json (read/kept/rejected, parts.<part>.kept/rejected, ...), samples per
+task (samples.<task>), OCR images/s, timings, LLM client stats when a role is llm; artifacts
+summary.json and the first samples.
 
 Why local roles by default: the embedded SmolLM2-135M cannot follow these prompts reliably (see
-DESIGN.md "LLM calls"); templates over the KG and the structured attributes state only what the
+ARCHITECTURE.md "LLM roles"); templates over the KG and the structured attributes state only what the
 sources say, and a capable endpoint flips a role to `llm` with the same outputs and accounting.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sys
-
-from tasks.common.config import load_stage_config, resolve
-from tasks.common.io import atomic_output_dir, head_jsonl
-from tasks.common.tracking import stage_run
-from tasks.cpt_synthesis.run import CptDataConfig, run
-from tasks.llm.client import split_llm_overrides
-
-SAMPLE_LINES = 30
+from tasks.common.stage import Stage, StageContext, StageResult, main
+from tasks.cpt_synthesis.run import CptDataConfig, first_samples, synthesize
 
 
-def _sample(out, n: int = SAMPLE_LINES) -> list[dict]:
-    shards = sorted((out / "samples").glob("part-*.jsonl"))
-    return head_jsonl(shards[0], n) if shards else []
+def run(cfg: CptDataConfig, ctx: StageContext) -> StageResult:
+    sink = ctx.sink(cfg.shard_size, kept=None)   # it writes samples, not copies of the corpus
+    summary, timings = synthesize(cfg, sink, ctx.client, relative=ctx.relative)
+    by_task = summary["samples_by_task"]
+    return StageResult(
+        summary=summary,
+        metrics={**{f"samples.{k}": v for k, v in by_task.items()}, **timings},
+        samples=first_samples(ctx.out),
+        line=(f"read={sink.read} kept={sink.kept_inputs} rejected={sink.rejected.count} "
+              f"samples={summary['samples']} {by_task} ocr={timings['ocr_images_per_s']:.1f} img/s "
+              f"total={timings['total_s']:.0f}s"))
 
 
-def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    stage_argv, _ = split_llm_overrides(argv)
-    cfg, profile = load_stage_config("cpt_data", CptDataConfig, stage_argv)
-    with contextlib.ExitStack() as stack:
-        client, llm_params = None, {}
-        if cfg.uses_llm:
-            from tasks.llm.server import open_stage_client
-            client, llm_params = open_stage_client(stack, argv)
-        with stage_run("cpt_data", cfg, profile) as tracker, atomic_output_dir(resolve(cfg.out_dir)) as out:
-            if llm_params:
-                tracker.mlflow.log_params(llm_params)
-            summary = run(cfg, out, client)
-            timings = summary.pop("_timings")
-            tracker.log_summary(summary, kept_sample=_sample(out))
-            metrics = {**{f"samples.{k}": v for k, v in summary["samples_by_task"].items()},
-                       # parts.*: the synthesis steps' own accounting (rejected.<reason> counts documents)
-                       **{f"parts.{part}.{k}": v[k] for part, v in summary["parts"].items() for k in ("kept", "rejected")},
-                       **timings}
-            tracker.log_metrics(metrics)
-            if client is not None:
-                tracker.log_metrics({f"llm_{k}": v for k, v in client.stats.items()})
-    print(f"cpt_data: read={summary['read']} kept={summary['kept']} rejected={summary['rejected']} "
-          f"samples={summary['samples']} {summary['samples_by_task']} "
-          f"ocr={timings['ocr_images_per_s']:.1f} img/s total={timings['total_s']:.0f}s")
-    return summary
-
+STAGE = Stage("cpt_data", CptDataConfig, run, uses_llm=lambda cfg: cfg.uses_llm)
 
 if __name__ == "__main__":
-    main()
+    main(STAGE)

@@ -30,6 +30,7 @@ Accounting: the unit is the corpus document. Every valid document is kept -- a d
 entity hits is still training data and appears in the manifest with weight 1 -- so only
 input lines that are not valid records are rejected (bad_json, invalid_utf8, missing_field, ...);
 docs_without_hits is reported beside read == kept + rejected. summary.json holds the counts.
+Logic: tasks/mapping/run.py (map_corpus).
 
 MLflow: read/kept/rejected, hits, distinct entities, docs with/without hits, scan MB/s, Gini/entropy
 before/after, amcs.forward.<vocab>, amcs.backward.<vocab>, timings; artifacts amcs.md, long_tail.png,
@@ -42,40 +43,19 @@ documents keeps the corpus intact and lets the training stage pick its own sampl
 
 from __future__ import annotations
 
-import sys
-
-from tasks.common.config import load_stage_config, resolve
-from tasks.common.io import atomic_output_dir
-from tasks.common.tracking import stage_run
-from tasks.mapping.run import EntityMapConfig, run
+from tasks.common.stage import Stage, StageContext, StageResult, main
+from tasks.mapping.run import EntityMapConfig, map_corpus
 
 ARTIFACTS = ("amcs.md", "amcs.json", "long_tail.png", "sparse_domains.json", "balance.json")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    cfg, profile = load_stage_config("entity_map", EntityMapConfig, sys.argv[1:] if argv is None else argv)
-    with stage_run("entity_map", cfg, profile) as tracker, atomic_output_dir(resolve(cfg.out_dir)) as out:
-        summary = run(cfg, out)
-        timings = summary.pop("_timings")
-        # MB/s from the scan timings (log_summary's input_bytes would divide by the AMCS time too)
-        tracker.log_summary(summary, kept_sample=summary.pop("_kept_sample"),
-                            rejected_sample=summary.pop("_rejected_sample"))
-        metrics = {"docs": summary["read"], "input_mb": summary["text_bytes"] / 1e6, **timings}
-        for vocab, row in summary["amcs"].items():
-            metrics[f"amcs.forward.{vocab}"] = row["forward"]
-            metrics[f"amcs.backward.{vocab}"] = row["backward"]
-            metrics[f"amcs.size.{vocab}"] = row["size"]
-        tracker.log_metrics(metrics)
-        for name in ARTIFACTS:
-            if (out / name).exists():
-                tracker.log_artifact(out / name, "entity_map")
-    amcs = " ".join(f"{v}={r['forward']:.2f}/{r['backward']:.2f}" for v, r in summary["amcs"].items())
-    print(f"entity_map: read={summary['read']} kept={summary['kept']} rejected={summary['rejected']} "
-          f"hits={summary['hits']} entities_hit={summary['distinct_entities_hit']} "
-          f"no_hits={summary['docs_without_hits']} scan={timings['scan_mb_per_s']:.1f} MB/s "
-          f"gini {summary['gini_before']:.3f}->{summary['gini_after']:.3f} amcs(fwd/bwd) {amcs}")
-    return summary
+def run(cfg: EntityMapConfig, ctx: StageContext) -> StageResult:
+    res = map_corpus(cfg, ctx.out, ctx.sink(cfg.shard_size, kept="doc_hits"))
+    return StageResult(summary=res.summary, metrics=res.metrics, line=res.line,
+                       artifacts=[(name, "entity_map") for name in ARTIFACTS])
 
+
+STAGE = Stage("entity_map", EntityMapConfig, run)
 
 if __name__ == "__main__":
-    main()
+    main(STAGE)

@@ -22,8 +22,11 @@ with all-MiniLM-L6-v2 (offline, seeded, fixed threads), and
 Output (out_dir): tree.json (nodes sorted in preorder, params, no timestamps; load and validate it
 with tasks.tree.model.load_tree), attachments.jsonl, unclassified.jsonl (bad rows + unattached
 entities, each with a reason), conflicts_audit.jsonl, tree_top.png, summary.json (read == kept +
-rejected over input rows), naming_failures.jsonl with namer=llm. MLflow: counts, tiers, nodes per tier,
-chosen k and silhouette per level, timings, LLM client stats; artifacts tree.json, the audit, the PNG.
+rejected over input rows), naming_failures.jsonl with namer=llm (the LLM roles, when chosen, are the
+stage's result: their failures and stats are outputs). MLflow: counts, tiers, nodes per tier, chosen k
+and silhouette per level, timings, LLM client stats; artifacts tree.json, the audit, the PNG,
+attachments and unclassified entities. Logic: tasks/tree/run.py (build_tree); the LLM roles parse
+replies through the one parse/repair loop (tasks/llm/ask.py).
 
 Why: the defaults are the local methods because the embedded SmolLM2-135M cannot follow these prompts
 (measured on the gold PubTator entities: 0/14 insertion paths parsed even after the repair turn -- it
@@ -36,72 +39,21 @@ ends in the tree or in unclassified.jsonl.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import re
-import sys
-
-from tasks.common.config import load_stage_config, resolve
-from tasks.common.io import atomic_output_dir, head_jsonl
-from tasks.common.tracking import stage_run
-from tasks.llm.client import split_llm_overrides
-from tasks.tree.run import EntityTreeConfig, run
+from tasks.common.io import head_jsonl
+from tasks.common.stage import Stage, StageContext, StageResult, main
+from tasks.tree.run import EntityTreeConfig, build_tree
 
 ARTIFACTS = ("tree.json", "conflicts_audit.jsonl", "tree_top.png", "unclassified.jsonl", "attachments.jsonl")
 
 
-def _metric_name(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.\-/ ]", "_", s)
+def run(cfg: EntityTreeConfig, ctx: StageContext) -> StageResult:
+    res = build_tree(cfg, ctx.out, ctx.client)
+    return StageResult(summary=res.summary, metrics=res.metrics, line=res.line,
+                       samples=head_jsonl(ctx.out / "attachments.jsonl", 20),
+                       artifacts=[(name, "entity_tree") for name in ARTIFACTS])
 
 
-def _sample_by_reason(path, n: int = 20) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            rec = json.loads(line)
-            bucket = out.setdefault(rec["reason"], [])
-            if len(bucket) < n:
-                bucket.append(rec)
-    return out
-
-
-def tree_metrics(summary: dict) -> dict[str, float]:
-    m = {f"nodes.tier{t}": c for t, c in summary["nodes_per_tier"].items()}
-    m.update({f"categories.tier{t}": c for t, c in summary["categories_per_tier"].items()})
-    for lv in summary["levels"]:
-        key = f"{_metric_name(lv['group'])}.L{lv['level']}"
-        m[f"k.{key}"] = lv["chosen_k"]
-        m[f"silhouette.{key}"] = lv["best_silhouette"]
-    for k, v in summary["conflicts_decided_by"].items():
-        m[f"conflicts.{k}"] = v
-    return m
-
-
-def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    stage_argv, _ = split_llm_overrides(argv)
-    cfg, profile = load_stage_config("entity_tree", EntityTreeConfig, stage_argv)
-    with contextlib.ExitStack() as stack:
-        client, llm_params = None, {}
-        if cfg.uses_llm:
-            from tasks.llm.server import open_stage_client
-            client, llm_params = open_stage_client(stack, argv)
-        with stage_run("entity_tree", cfg, profile) as tracker, \
-                atomic_output_dir(resolve(cfg.out_dir)) as out:
-            if llm_params:
-                tracker.mlflow.log_params(llm_params)
-            summary = run(cfg, out, client)
-            timings = summary.pop("_timings")
-            tracker.log_summary(summary, kept_sample=head_jsonl(out / "attachments.jsonl", 20),
-                                rejected_sample=_sample_by_reason(out / "unclassified.jsonl"))
-            tracker.log_metrics({**tree_metrics(summary), **timings})
-            if client is not None:
-                # MLflow only: cache hits differ between a first run and a re-run
-                tracker.log_metrics({f"llm_{k}": v for k, v in client.stats.items()})
-            for name in ARTIFACTS:
-                tracker.log_artifact(out / name, "entity_tree")
-    return summary
-
+STAGE = Stage("entity_tree", EntityTreeConfig, run, uses_llm=lambda cfg: cfg.uses_llm)
 
 if __name__ == "__main__":
-    main()
+    main(STAGE)

@@ -18,13 +18,18 @@ What:
    - `pattern` (relations=local, the default) or `llm` (relations=llm): typed relations in sentences
      where two tree entities co-occur, by transparent lexical patterns ("X-induced Y", "Y caused by X",
      "X for the treatment of Y", "symptoms of Y include X", ...) or by the LLM through the project's
-     client (batched, strict parse, one repair turn, failures recorded with the raw reply);
+     client (batched; the one parse/repair loop of tasks/llm/ask.py: strict parse, one repair turn,
+     failures recorded with the raw replies);
    - `cooccurrence`: sentence-level pair counts with NPMI, min-count and min-NPMI thresholds;
    every edge carries its provenance (kind, doc ids, supporting sentences, pattern names, qtypes, MeSH
    pairs, npmi) and a weight = kind weight * log(1 + support) (* npmi);
 3. writes nodes.jsonl, edges.jsonl, graph.npz (CSR adjacency: indptr, indices, edge_ids, weights,
    forward, cum_weights; load it with tasks.knowledge_graph.graph.KnowledgeGraph for neighbors(),
    random_walk(), random_walks(), subgraph()), relation_failures.jsonl, kg_overview.png, summary.json.
+   Logic: tasks/knowledge_graph/run.py (build_graph). With relations=llm the LLM's relations are the
+   stage's result, so its failures (relation_failures.jsonl, with the raw replies) and stats
+   (summary.json sources.llm) are outputs; with the default relations=local no LLM is asked and
+   relation_failures.jsonl is empty.
 
 Accounting: the unit is the corpus document. Every valid document is kept (read as evidence, whether
 or not it yields edges); only input lines that are not valid records are rejected (bad_json, ...), in
@@ -47,51 +52,20 @@ with random.choices, and a single walk ~0.7 M steps/s (bench/bench_kg.py).
 
 from __future__ import annotations
 
-import contextlib
-import json
-import sys
-
-from tasks.common.config import load_stage_config, resolve
-from tasks.common.io import atomic_output_dir
-from tasks.common.tracking import stage_run
-from tasks.llm.client import split_llm_overrides
-from tasks.knowledge_graph.run import KgConfig, run
+from tasks.common.stage import Stage, StageContext, StageResult, main
+from tasks.knowledge_graph.run import KgConfig, build_graph
 
 ARTIFACTS = ("kg_overview.png", "relation_failures.jsonl")
-EDGE_SAMPLE = 50
 
 
-def _edge_sample(path, n: int = EDGE_SAMPLE) -> list[str]:
-    with open(path, encoding="utf-8") as f:
-        return [line for _, line in zip(range(n), f)]
+def run(cfg: KgConfig, ctx: StageContext) -> StageResult:
+    res = build_graph(cfg, ctx.out, ctx.sink(kept=None), ctx.client)
+    # the kept sample shows what the stage produced: the first edges, with their provenance
+    return StageResult(summary=res.summary, metrics=res.metrics, samples=res.samples, line=res.line,
+                       artifacts=[(name, "kg") for name in ARTIFACTS])
 
 
-def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    stage_argv, _ = split_llm_overrides(argv)
-    cfg, profile = load_stage_config("kg", KgConfig, stage_argv)
-    with contextlib.ExitStack() as stack:
-        client, llm_params = None, {}
-        if cfg.uses_llm:
-            from tasks.llm.server import open_stage_client
-            client, llm_params = open_stage_client(stack, argv)
-        with stage_run("kg", cfg, profile) as tracker, atomic_output_dir(resolve(cfg.out_dir)) as out:
-            if llm_params:
-                tracker.mlflow.log_params(llm_params)
-            summary = run(cfg, out, client)
-            timings = summary.pop("_timings")
-            # the kept sample shows what the stage produced: the first edges, with their provenance
-            tracker.log_summary(summary, kept_sample=[json.loads(x) for x in _edge_sample(out / "edges.jsonl")])
-            tracker.log_metrics({**{f"edges.{k}": v for k, v in summary["edges_by_kind"].items()},
-                                 **{f"relation.{k}": v for k, v in summary["edges_by_relation"].items()},
-                                 **timings})
-            if client is not None:
-                # MLflow only: cache hits differ between a first run and a re-run
-                tracker.log_metrics({f"llm_{k}": v for k, v in client.stats.items()})
-            for name in ARTIFACTS:
-                tracker.log_artifact(out / name, "kg")
-    return summary
-
+STAGE = Stage("kg", KgConfig, run, uses_llm=lambda cfg: cfg.uses_llm)
 
 if __name__ == "__main__":
-    main()
+    main(STAGE)

@@ -23,9 +23,7 @@ from pathlib import Path
 import yaml
 
 from tasks.common.config import load_params, project_root
-from tasks.common.tracking import (PARENT_ENV, child_runs, close_parent_run, delete_run,
-                                   open_parent_run)
-
+from tasks.common.tracking import PARENT_ENV, child_runs, close_parent_run, delete_run, open_parent_run
 
 _VAR = re.compile(r"\$\{\s*([\w.]+)\s*\}")
 

@@ -16,56 +16,24 @@ precision, recall, classifier/verifier agreement), verifier_failures.json, quali
 Each round's metrics are logged to MLflow at step=round.
 
 Why: `verifier: local` (rules, no LLM) is the default because the embedded SmolLM2-135M is too
-small to judge quality (DESIGN.md "LLM calls"); `verifier: llm` asks the endpoint in the `llm:`
+small to judge quality (ARCHITECTURE.md "LLM roles"); `verifier: llm` asks the endpoint in the `llm:`
 section (base_url `local` starts the embedded llama.cpp server for the stage's duration).
 Everything is seeded and fastText trains with thread=1, so a re-run gives identical outputs.
 """
 
 from __future__ import annotations
 
-import contextlib
-import sys
-
-from tasks.common.config import load_stage_config, resolve
-from tasks.common.io import atomic_output_dir
-from tasks.common.tracking import stage_run
-from tasks.corpus.quality.signals import build_vocab
-from tasks.corpus.quality.run import QualityConfig, run
-from tasks.corpus.quality.verifiers import LLMVerifier, LocalVerifier
-from tasks.llm.client import split_llm_overrides
+from tasks.common.stage import Stage, StageContext, StageResult, main
+from tasks.corpus.quality.run import QualityConfig, quality_filter
 
 
-def main(argv: list[str]) -> dict:
-    stage_argv, _ = split_llm_overrides(argv)
-    cfg, profile = load_stage_config("quality", QualityConfig, stage_argv)
-    llm_params: dict = {}
-    with contextlib.ExitStack() as stack:
-        if cfg.verifier == "llm":
-            from tasks.llm.server import open_stage_client
-            client, llm_params = open_stage_client(stack, argv)
+def run(cfg: QualityConfig, ctx: StageContext) -> StageResult:
+    sink = ctx.sink(cfg.shard_size)
+    extra = quality_filter(cfg, sink, client=ctx.client, on_round=lambda r, m: ctx.log_metrics(m, step=r))
+    return StageResult(summary=extra, artifacts=["rounds.json", "verifier_failures.json", "quality_model.bin"])
 
-            def make_verifier(pool):
-                return LLMVerifier(client, cfg.llm_verifier)
-        else:
-            def make_verifier(pool):
-                return LocalVerifier(cfg.local_verifier, vocab=build_vocab(pool))
 
-        with stage_run("quality", cfg, profile) as tracker, \
-                atomic_output_dir(resolve(cfg.out_dir)) as out:
-            if llm_params:
-                tracker.mlflow.log_params(llm_params)
-            sink, extra = run(cfg, resolve(cfg.in_dir), out, make_verifier,
-                              on_round=lambda r, m: tracker.log_metrics(m, step=r))
-            if cfg.verifier == "llm":
-                # MLflow only, not summary.json: cache hits differ between a first run and a
-                # re-run, and summary.json must be identical across re-runs.
-                tracker.log_metrics({f"llm_{k}": v for k, v in client.stats.items()})
-            summary = sink.close(**extra)
-            tracker.log_sink(sink, summary)
-            for name in ("rounds.json", "verifier_failures.json", "quality_model.bin"):
-                tracker.log_artifact(out / name)
-    return summary
-
+STAGE = Stage("quality", QualityConfig, run, uses_llm=lambda cfg: cfg.verifier == "llm")
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main(STAGE)

@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from project_copy import DATA_ROOT
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -25,8 +25,9 @@ def bare_project(tmp_path, monkeypatch):
 
 
 def run_stage(corpus, out, *extra):
-    import tasks.base_model as stage
-    return stage.main(stage_args(corpus, out, *extra))
+    from tasks import base_model
+    from tasks.common.stage import main
+    return main(base_model.STAGE, stage_args(corpus, out, *extra))
 
 
 def test_stage_end_to_end_and_rebuild_is_identical(bare_project, tmp_path):
@@ -46,6 +47,12 @@ def test_stage_end_to_end_and_rebuild_is_identical(bare_project, tmp_path):
     assert run.data.params["variant"] == "tiny" and run.data.tags["stage"] == "base_model"
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "base_model")}
     assert {"base_model/summary.json", "base_model/chat_template.jinja"} <= artifacts
+
+    assert m["tokenizer.special_token_ids.im_start"] == summary["tokenizer"]["special_token_ids"]["im_start"]
+    # no output names where the checkout, the corpus or the output directory lives
+    for p in [out / "summary.json", *(out / "model").iterdir()]:
+        if p.suffix in (".json", ".md", ".jinja"):
+            assert str(tmp_path) not in p.read_text(), p.name
 
     hashes = {p.name: file_sha256(p) for p in (out / "model").iterdir()}
     again = tmp_path / "again"

@@ -1,15 +1,24 @@
-"""Shared helpers for the base-model tests: a small synthetic cleaned corpus (records in the
-project schema, PNG images beside it, some of them unusable) and micro architecture sizes that
-build in about a second on CPU."""
+"""Synthetic data for the model tests (the models themselves come from tests/tiny_hf_models.py):
+
+- the base-model tests: a small synthetic cleaned corpus (records in the project schema, PNG images
+  beside it, some of them unusable) and micro architecture sizes that build in about a second on CPU
+  (`write_corpus`, `micro_config`, `stage_args`);
+- the training tests: CPT samples in the cpt_data contract over the three topics of
+  tiny_hf_models.TOPICS (disjoint vocabularies, so an embedding model can separate them): text
+  samples, conversations, and image captions whose images are PNGs under `<root>/images/`
+  (`make_samples`, `save_png`, `write_jsonl`).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from tiny_hf_models import TOPICS, topic_sentence
 
 from models.config import BaseModelConfig, TokenizerTrainConfig
 
@@ -86,3 +95,52 @@ def stage_args(corpus: dict, out_dir: Path, *extra: str) -> list[str]:
             f"decoder={mapping(MICRO_DECODER)}", f"images={mapping(MICRO_IMAGES)}",
             "sanity_max_tokens=32", "throughput_steps=1", "tokenizer.vocab_size=500",
             "tokenizer.max_texts=150", "tokenizer.holdout_texts=10", *extra]
+
+
+# ---- CPT samples (training tests) ---------------------------------------------------------------
+
+def save_png(path: Path, size: tuple[int, int], color: tuple[int, int, int], mode: str = "RGB") -> dict:
+    """Write an image; returns its sample reference {path, sha256} (path as given)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mode == "RGB":
+        Image.new("RGB", size, color).save(path, format="PNG")
+    elif mode == "I;16":
+        arr = (np.arange(size[0] * size[1], dtype=np.uint16).reshape(size[1], size[0]) * 37) % 4096
+        img = Image.fromarray(arr)                         # uint16 -> mode I;16
+        assert img.mode == "I;16", img.mode
+        img.save(path, format="PNG")
+    else:
+        Image.new(mode, size, color[0] if mode == "L" else tuple(color) + (0,)).save(
+            path, format="JPEG" if mode == "CMYK" else "PNG")
+    return {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
+def make_samples(root: Path, n_per_topic: int = 12, *, seed: int = 0, with_images: bool = True) -> list[dict]:
+    """CPT samples over three topics: text, conversations and (chest topic) image captions."""
+    rng = random.Random(seed)
+    samples = []
+    colors = {"cardio": (200, 30, 30), "derm": (30, 200, 30), "chest": (30, 30, 200)}
+    for topic in TOPICS:
+        for i in range(n_per_topic):
+            sid = f"cpt-{topic}-{i:03d}"
+            base = {"id": sid, "task": "passage", "source_ids": [f"src-{topic}-{i}"], "meta": {"generator": "local"},
+                    "messages": [], "images": [], "text": ""}
+            if with_images and topic == "chest" and i % 2 == 0:
+                ref = save_png(root / "images" / f"{sid}.png", (56 + 28 * (i % 3), 84), colors[topic])
+                ref["path"] = str(Path(ref["path"]).relative_to(root))
+                samples.append({**base, "kind": "image_text", "task": "caption", "images": [ref],
+                                "text": topic_sentence(rng, topic, 10)})
+            elif i % 3 == 1:
+                samples.append({**base, "kind": "text", "task": "atomic_qa", "messages": [
+                    {"role": "user", "content": topic_sentence(rng, topic, 6) + "?"},
+                    {"role": "assistant", "content": topic_sentence(rng, topic, 10)}]})
+            else:
+                samples.append({**base, "kind": "text", "text": " ".join(topic_sentence(rng, topic)
+                                                                          for _ in range(1 + i % 3))})
+    return samples
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

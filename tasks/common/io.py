@@ -239,6 +239,17 @@ class ShardedJsonlWriter:
             self._fh = None
 
 
+class _NoWriter:
+    """The kept writer of a sink whose stage writes no per-record output (it only counts)."""
+    count = 0
+
+    def write(self, rec: dict) -> None:
+        self.count += 1
+
+    def close(self) -> None:
+        pass
+
+
 class StageSink:
     """Where a data stage puts every record it read: `keep` it or `reject` it with a reason.
 
@@ -249,9 +260,10 @@ class StageSink:
     """
 
     def __init__(self, out_dir: Path, *, shard_size: int = 50_000, sample_size: int = 20,
-                 data_root: str | os.PathLike | None = None):
+                 data_root: str | os.PathLike | None = None, kept: str | None = "kept"):
         self.out_dir = Path(out_dir)
-        self.kept = ShardedJsonlWriter(self.out_dir / "kept", shard_size)
+        # `kept` names the folder kept records go to (e.g. `mentions`); None: the stage keeps no copies
+        self.kept = ShardedJsonlWriter(self.out_dir / kept, shard_size) if kept else _NoWriter()
         self.rejected = ShardedJsonlWriter(self.out_dir / "rejected", shard_size)
         self.reasons: Counter[str] = Counter()
         self.read = 0

@@ -32,13 +32,21 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, TypeVar
 
 from tasks.common.config import load_params, load_stage_config, project_root, resolve, split_llm_overrides
-from tasks.common.io import (StageSink, atomic_output_dir, head_jsonl, path_prefixes, relative_paths,
-                             without_wall_clock, write_json)
+from tasks.common.io import (
+    StageSink,
+    atomic_output_dir,
+    head_jsonl,
+    path_prefixes,
+    relative_paths,
+    without_wall_clock,
+    write_json,
+)
 
 C = TypeVar("C")
 
@@ -72,12 +80,14 @@ class StageContext:
     client: Any = None                    # tasks.llm.client.LLMClient when the stage uses an LLM
     tracker: Any = None                   # tasks.common.tracking.StageTracker (None off rank 0)
     data_root: Path | None = None        # locators under it are written as ${data_root}/...
+    llm_argv: list[str] = dataclasses.field(default_factory=list)  # the `llm.*` overrides given
     _sink: StageSink | None = None
 
-    def sink(self, shard_size: int = 50_000) -> StageSink:
-        """The stage's record sink: kept/part-*.jsonl and rejected/part-*.jsonl under `out`."""
+    def sink(self, shard_size: int = 50_000, kept: str | None = "kept") -> StageSink:
+        """The stage's record sink: <kept>/part-*.jsonl and rejected/part-*.jsonl under `out`
+        (`kept=None` for a stage that only accounts for what it read, e.g. documents used as evidence)."""
         if self._sink is None:
-            self._sink = StageSink(self.out, shard_size=shard_size, data_root=self.data_root)
+            self._sink = StageSink(self.out, shard_size=shard_size, data_root=self.data_root, kept=kept)
         return self._sink
 
     def relative(self, obj: Any) -> Any:
@@ -111,12 +121,16 @@ class Stage(Generic[C]):
         self.section = self.section or self.name
 
 
+_METRIC_UNSAFE = re.compile(r"[^\w\-. /]")
+
+
 def numeric_leaves(obj: Any, prefix: str = "") -> dict[str, float]:
-    """{'a': {'b': 1}, 'c': [..], 'd': True} -> {'a.b': 1.0}: the numbers MLflow can plot."""
+    """{'a': {'b': 1}, 'c': [..], 'd': True} -> {'a.b': 1.0}: the numbers MLflow can plot. Characters
+    MLflow refuses in a metric name (a key such as `<|im_start|>` or `6+`) become `_`."""
     out: dict[str, float] = {}
     if isinstance(obj, dict):
         for k, v in obj.items():
-            out.update(numeric_leaves(v, f"{prefix}{k}."))
+            out.update(numeric_leaves(v, f"{prefix}{_METRIC_UNSAFE.sub('_', str(k))}."))
     elif isinstance(obj, (int, float)) and not isinstance(obj, bool):
         out[prefix.rstrip(".")] = float(obj)
     return out
@@ -162,7 +176,8 @@ def main(stage: Stage[C], argv: list[str] | None = None) -> dict:
         if llm_params:
             tracker.mlflow.log_params(llm_params)
         out = stack.enter_context(atomic_output_dir(resolve(stage.out_dir(cfg))))
-        ctx = StageContext(name, profile, out, client, tracker, data_root_of(cfg))
+        ctx = StageContext(name, profile, out, client, tracker, data_root_of(cfg),
+                           [a for a in argv if a.startswith("llm.") or a.startswith("profile=")])
         result = stage.run(cfg, ctx)
         summary = _finish(ctx, result)
         if result.tags:

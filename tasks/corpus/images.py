@@ -1,7 +1,7 @@
 """Validated, content-addressed image storage.
 
-Every image a connector meets is decoded once under a pixel budget (Pillow's
-decompression-bomb guard turned into a hard error), then stored under its sha256 so the same
+Every image a connector meets is decoded once under a pixel budget (tasks.common.images: the
+one checker; too_many_pixels, corrupt_image, ...), then stored under its sha256 so the same
 image referenced by many records (VQA-RAD questions share images) exists on disk once.
 Encoded files (JPEG/PNG) keep their original bytes; arrays (PneumoniaMNIST, DICOM pixel
 data) are encoded as PNG, which Pillow writes deterministically.
@@ -11,41 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import io
-import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from tasks.common.images import ImageError, check_size, open_checked
 
-class ImageError(ValueError):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-def check_pixels(width: int, height: int, max_pixels: int) -> None:
-    if width * height > max_pixels:
-        raise ImageError("decompression_bomb",
-                         f"{width}x{height} = {width * height} pixels > limit {max_pixels}")
+__all__ = ["ImageError", "ImageStore", "decode"]
 
 
 def decode(data: bytes, max_pixels: int) -> Image.Image:
     """Decode and fully load image bytes, or raise ImageError with a reason."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            check_pixels(img.width, img.height, max_pixels)  # before any pixel is decoded
-            img.load()
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError("decompression_bomb", str(e)) from None
-    except Exception as e:  # Pillow raises many types for truncated / corrupt data
-        raise ImageError("corrupt_image", f"{type(e).__name__}: {e}") from None
-    return img
+    return open_checked(data, max_pixels=max_pixels)
 
 
 class ImageStore:
@@ -85,7 +63,7 @@ class ImageStore:
         """Store a 2-D (grayscale) or HxWx3 uint8 array as PNG."""
         if arr.ndim not in (2, 3) or arr.size == 0:
             raise ImageError("bad_array", f"unsupported image array shape {arr.shape}")
-        check_pixels(arr.shape[1], arr.shape[0], self.max_pixels)
+        check_size(arr.shape[1], arr.shape[0], max_pixels=self.max_pixels)
         buf = io.BytesIO()
         Image.fromarray(np.ascontiguousarray(arr)).save(buf, format="PNG", optimize=False)
         return self._put(buf.getvalue(), "png")

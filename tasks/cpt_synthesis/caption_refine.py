@@ -34,8 +34,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from tasks.cpt_synthesis.kg_qa import DEFAULT_RELATIONS, Fact, KGQAParams, display_name
-from tasks.llm.ask import ask_parsed, json_object
 from tasks.cpt_synthesis.samples import Outcome, make_sample
+from tasks.llm.ask import ask_parsed, json_object
 
 ANATOMY = re.compile(
     r"\b(?:chest|thorax|thoracic|lungs?|lobes?|pulmonary|pleura\w*|hil(?:um|ar)|mediastin\w*|heart|cardiac|aort\w*|"

@@ -18,9 +18,10 @@ A record without an image (`missing_image`), without the fields its source needs
 (`missing_attributes`, the missing keys named) or from a source without image labels
 (`unsupported_source`) is rejected; nothing is guessed.
 
-Image checks (`inspect_image`): unreadable -> corrupt_image; a side below `min_side` (1x1) ->
-image_too_small; longer/shorter side above `max_aspect` (20000x20) -> extreme_aspect_ratio; more than
-`max_pixels` -> too_many_pixels. Grayscale 8-bit is what radiographs are and is kept as is (the model's
+Image checks (tasks.common.images, the project's one checker, with `ImageLimits`): a missing file ->
+missing_image; more than `max_pixels` -> too_many_pixels (refused from the header, before decoding); a
+side below `min_side` (1x1) -> too_small; longer/shorter side above `max_aspect` (20000x20) ->
+extreme_aspect_ratio; anything else that stops a full decode -> corrupt_image. Grayscale 8-bit is what radiographs are and is kept as is (the model's
 image processor converts to RGB at load time). CMYK, 16-bit (I;16, I) and palette/alpha images are
 converted -- 16-bit by a min-max window to 8-bit, since a plain convert() clips them to white -- and
 the converted PNG is stored through `put_image`; without a store they are rejected (needs_conversion).
@@ -35,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from tasks.common.images import ImageError, open_checked
 from tasks.cpt_synthesis.samples import Outcome
 
 ORGANS = {"ABD": "abdomen", "CHEST": "chest", "HEAD": "head"}
@@ -62,13 +64,6 @@ class ImageLimits:
     min_side: int = 16                # 28x28 PneumoniaMNIST passes; 1x1 / 3x3 / 10x10 headers do not
     max_aspect: float = 10.0
     max_pixels: int = 40_000_000
-
-
-class ImageCheckError(ValueError):
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 def _clean(v):
@@ -172,30 +167,10 @@ def to_8bit(img: Image.Image) -> tuple[Image.Image, list[str]]:
     return img.convert("RGB"), [f"{img.mode}->RGB"]
 
 
-def inspect_image(img: Image.Image, limits: ImageLimits) -> None:
-    """ImageCheckError(reason) if the geometry is unusable (module docstring)."""
-    w, h = img.size
-    if w * h > limits.max_pixels:
-        raise ImageCheckError("too_many_pixels", f"{w}x{h} > {limits.max_pixels} pixels")
-    if min(w, h) < limits.min_side:
-        raise ImageCheckError("image_too_small", f"{w}x{h}: a side is below {limits.min_side} px")
-    if max(w, h) / min(w, h) > limits.max_aspect:
-        raise ImageCheckError("extreme_aspect_ratio", f"{w}x{h}: aspect ratio {max(w, h) / min(w, h):.1f} > {limits.max_aspect:g}")
-
-
 def load_checked(path: Path, limits: ImageLimits) -> tuple[Image.Image, list[str]]:
-    """The image at `path`, checked and in 8-bit L/RGB; ImageCheckError otherwise."""
-    try:
-        with Image.open(path) as im:
-            inspect_image(im, limits)          # header only: a bomb is refused before decoding
-            im.load()
-            img = im.copy()
-    except ImageCheckError:
-        raise
-    except Image.DecompressionBombError as e:
-        raise ImageCheckError("too_many_pixels", str(e)) from None
-    except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad files
-        raise ImageCheckError("corrupt_image", f"{type(e).__name__}: {e}") from None
+    """The image at `path`, checked and in 8-bit L/RGB; ImageError (tasks.common.images) otherwise."""
+    img = open_checked(path, max_pixels=limits.max_pixels, min_side=limits.min_side,
+                       max_aspect_ratio=limits.max_aspect)
     return to_8bit(img)
 
 
@@ -206,7 +181,7 @@ def check_unit_image(unit: ImageUnit, root: Path, limits: ImageLimits,
     import io
     try:
         img, notes = load_checked(Path(root) / unit.image["path"], limits)
-    except ImageCheckError as e:
+    except ImageError as e:
         return None, e.reason, e.detail
     if not notes:
         return unit, "", ""

@@ -4,7 +4,7 @@ voice from the structured attributes, then four instruction kinds derived from i
     from tasks.cpt_synthesis.image_knowledge import LocalCaptioner, LocalInstructionWriter, image_knowledge
     out = image_knowledge(units, LocalCaptioner(), LocalInstructionWriter())   # Outcome of samples
 
-Two implementations per role, one interface each (DESIGN.md "LLM calls"):
+Two implementations per role, one interface each (ARCHITECTURE.md "LLM roles"):
 - Captioner.captions(units) -> caption text (or {"failure": ...}) per unit.
   LLM: the paper's system prompt ("Act as a senior radiologist. Convert the following structured
   findings into a detailed diagnostic report description ...") over the attributes as JSON.
@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from tasks.cpt_synthesis.image_attributes import MODALITY_NAMES, ImageUnit
-from tasks.llm.ask import ask_parsed, json_object
 from tasks.cpt_synthesis.samples import Outcome, image_part, make_sample, text_part
+from tasks.llm.ask import ask_parsed, json_object
 
 KINDS = ("descriptive", "diagnostic", "localization", "reasoning")
 # What a labelled finding typically looks like and what is usually done next (general radiology

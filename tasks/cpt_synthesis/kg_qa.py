@@ -35,8 +35,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from tasks.cpt_synthesis.replies import qa_pairs
-from tasks.llm.ask import ask_parsed, json_object
 from tasks.cpt_synthesis.samples import Outcome, make_sample
+from tasks.llm.ask import ask_parsed, json_object
 
 # relation -> (statement, question about the tail, question about the head, clue for the tail given
 # the head, clue for the head given the tail). {h}/{t} are display names.

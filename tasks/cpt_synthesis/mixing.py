@@ -30,7 +30,8 @@ import numpy as np
 from tasks.common.stats import gini
 from tasks.cpt_synthesis.samples import Outcome
 
-BUCKETS = ((0, 0, "0"), (1, 2, "1-2"), (3, 5, "3-5"), (6, 10**9, "6+"))
+# bucket names are MLflow metric-name parts (mixing.views_by_entity_count.<name>.views): no "+"
+BUCKETS = ((0, 0, "0"), (1, 2, "1-2"), (3, 5, "3-5"), (6, 10**9, "6_or_more"))
 
 
 def _valid(rows: Iterable[dict], out: Outcome) -> list[dict]:

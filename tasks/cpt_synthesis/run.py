@@ -1,25 +1,29 @@
-"""The `cpt_data` stage body: every §3.3 part run over the pipeline's artifacts, written as one sample set.
+"""The logic of stage `cpt_data`: every §3.3 part run over the pipeline's artifacts, written as one sample set.
 
-Called by tasks/cpt_data.py (the shell: config, LLM client, MLflow, atomic output dir). Outputs in `out`:
+    summary, timings = synthesize(cfg, sink, client, relative=...)   # CptDataConfig: the params section
+
+Called by tasks/cpt_data.py (the runner owns config, LLM client, MLflow, the atomic output dir and closes
+`sink`); nothing here knows MLflow or DVC. Outputs in `sink.out_dir`:
     samples/part-*.jsonl        CPT samples (tasks/cpt_synthesis/samples.py contract), validated before writing: the
                                 synthesized ones and the corpus documents, each as often as the mixture
                                 says (task "document", tasks/cpt_synthesis/documents.py)
     rejected/part-*.jsonl       corpus lines that are not valid records (the stage's read/kept/rejected)
-    rejected_items/part-*.jsonl every item a synthesis part rejected: {part, reason, detail, item}
+    rejected_items/part-*.jsonl every item a synthesis part rejected, in the shape of rejected/
+                                (records.rejection: reason, detail, record = the item) plus its `part`
     images/<sha[:2]>/<sha>.*    rendered OCR images and converted (CMYK / 16-bit) corpus images
     mixture.jsonl               entity-balanced repeats per corpus document (tasks/cpt_synthesis/mixing.py)
-    summary.json                counts per part and reason, samples per task, mixing and documents
-                                reports, timings
+    summary.json                (written by the sink) counts per part and reason, samples per task,
+                                mixing and documents reports; timings are returned apart (MLflow only)
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -27,10 +31,13 @@ from tasks.common.config import resolve
 from tasks.common.io import (
     ShardedJsonlWriter,
     StageSink,
-    dumps,
+    head_jsonl,
     iter_records,
+    read_jsonl,
     shard_paths,
+    write_jsonl,
 )
+from tasks.common.records import rejection
 from tasks.corpus.images import ImageStore
 from tasks.cpt_synthesis.caption_refine import (
     FactIndex,
@@ -98,16 +105,24 @@ class CptDataConfig:
         return "llm" in dataclasses.asdict(self.roles).values()
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+def item_rejection(part: str, rej: dict) -> dict:
+    """An `Outcome` rejection as a rejected_items/ entry: records.rejection's shape (the item as its
+    `record`, or as `locator` when it is not an object) plus the part that rejected it."""
+    item = rej.get("item")
+    entry = rejection(rej["reason"], rej["detail"], record=item if isinstance(item, dict) else None,
+                      locator=None if item is None or isinstance(item, dict) else str(item))
+    return {"part": part, **entry}
 
 
 class Parts:
-    """Per-part accounting: inputs, rejections (written with their part), samples out."""
+    """Per-part accounting: inputs, rejections (written with their part), samples out.
 
-    def __init__(self, out: Path, shard_size: int):
+    `relative` makes absolute project / data-root paths in an entry relative (the stage passes
+    ctx.relative), as the sink does for rejected/."""
+
+    def __init__(self, out: Path, shard_size: int, relative: Callable[[Any], Any] = lambda obj: obj):
         self.rejected = ShardedJsonlWriter(out / "rejected_items", shard_size)
+        self.relative = relative
         self.stats: dict[str, dict] = {}
 
     def record(self, part: str, inputs: int, outcome: Outcome) -> list:
@@ -117,7 +132,7 @@ class Parts:
         for r in outcome.rejected:
             st["rejected"] += 1
             st["rejected_by_reason"][r["reason"]] += 1
-            self.rejected.write({"part": part, **r})
+            self.rejected.write(self.relative(item_rejection(part, r)))
         return outcome.kept
 
     def summary(self) -> dict:
@@ -153,7 +168,12 @@ def writers(cfg: CptDataConfig, client):
             pick[r.rubric](cr.LocalRubric, cr.LLMRubric))
 
 
-def run(cfg: CptDataConfig, out: Path, client=None, log=print) -> dict:
+def synthesize(cfg: CptDataConfig, sink: StageSink, client=None, *,
+               relative: Callable[[Any], Any] = lambda obj: obj, log=print) -> tuple[dict, dict]:
+    """Every part, written under `sink.out_dir`; returns (summary entries, timings).
+
+    The corpus records are the sink's unit (read, kept as CPT data, invalid lines rejected); the
+    summary entries go into the sink's summary when the runner closes it."""
     from tasks.knowledge_graph.graph import KnowledgeGraph
     from tasks.mapping.automaton import EntityMatcher, tree_entries
     from tasks.tree.model import load_tree
@@ -163,9 +183,9 @@ def run(cfg: CptDataConfig, out: Path, client=None, log=print) -> dict:
     qa_writer, captioner, instr_writer, reviser, rubric = writers(cfg, client)
     shards = shard_paths(resolve(cfg.in_dir))
     if not shards:
-        raise SystemExit(f"cpt_data: no input shards under {resolve(cfg.in_dir)}; run quality first")
-    sink = StageSink(out, shard_size=cfg.shard_size)
-    parts = Parts(out, cfg.shard_size)
+        raise SystemExit(f"cpt_data: no input shards under {cfg.in_dir}; run quality first")
+    out = sink.out_dir
+    parts = Parts(out, cfg.shard_size, relative)
     image_records = []
     docs: dict[str, dict] = {}           # doc_id -> corpus_entry: ~25k texts, tens of MB on the default corpus
     for rec, rej in iter_records(shards):
@@ -182,8 +202,8 @@ def run(cfg: CptDataConfig, out: Path, client=None, log=print) -> dict:
     # text knowledge from the KG (§3.3.1)
     t0 = time.perf_counter()
     kg_dir = resolve(cfg.kg_dir)
-    nodes = _read_jsonl(kg_dir / "nodes.jsonl")
-    edges = _read_jsonl(kg_dir / "edges.jsonl")
+    nodes = read_jsonl(kg_dir / "nodes.jsonl")
+    edges = read_jsonl(kg_dir / "edges.jsonl")
     typed = [e for e in edges if e.get("relation") in cfg.kg_qa.relations]
     if cfg.max_edges and len(typed) > cfg.max_edges:
         pick = np.sort(np.random.default_rng(cfg.seed).choice(len(typed), cfg.max_edges, replace=False))
@@ -213,7 +233,7 @@ def run(cfg: CptDataConfig, out: Path, client=None, log=print) -> dict:
         text = parts.record("perplexity", len(text), selected)
         ppl_report["enabled"] = True
     elif cfg.perplexity.enabled:
-        ppl_report["skipped"] = f"no HF checkpoint at {model_dir}" if model_dir else "base_model is not set"
+        ppl_report["skipped"] = f"no HF checkpoint at {cfg.base_model}" if model_dir else "base_model is not set"
         log(f"cpt_data: perplexity selection skipped ({ppl_report['skipped']})")
     timings["perplexity_s"] = time.perf_counter() - t0
 
@@ -252,11 +272,10 @@ def run(cfg: CptDataConfig, out: Path, client=None, log=print) -> dict:
 
     # entity-balanced mixing (§3.3): repeats per corpus document, turned into document samples
     t0 = time.perf_counter()
-    manifest = _read_jsonl(resolve(cfg.manifest))
+    manifest = read_jsonl(resolve(cfg.manifest))
     mix, mix_report = mixing_plan(manifest, cfg.mixing_budget or len(manifest), cfg.seed)
     parts.record("mixing", len(manifest), Outcome([], mix.rejected))
-    with open(out / "mixture.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(dumps(r) + "\n" for r in mix.kept)
+    write_jsonl(out / "mixture.jsonl", mix.kept)
     documents: list[dict] = []
     doc_report: dict = {"enabled": False}
     if cfg.documents.enabled:
@@ -283,12 +302,14 @@ def run(cfg: CptDataConfig, out: Path, client=None, log=print) -> dict:
     parts.record("contract", len(text) + len(image) + len(ocr) + len(documents), invalid)
 
     timings["total_s"] = time.perf_counter() - t_all
-    summary = sink.close(samples=writer.count, samples_by_task=dict(sorted(tasks.items())),
-                         samples_by_generator=dict(sorted(generators.items())), parts=parts.summary(),
-                         instruction_kinds=dict(sorted(kinds.items())), perplexity=ppl_report, mixing=mix_report,
-                         documents=doc_report,
-                         roles=dataclasses.asdict(cfg.roles), images_stored=store.stored)
-    kept_dir = out / "kept"
-    if kept_dir.exists() and not any(kept_dir.iterdir()):
-        kept_dir.rmdir()                 # the stage writes samples, not copies of the corpus
-    return {**summary, "_timings": timings}
+    summary = dict(samples=writer.count, samples_by_task=dict(sorted(tasks.items())),
+                   samples_by_generator=dict(sorted(generators.items())), parts=parts.summary(),
+                   instruction_kinds=dict(sorted(kinds.items())), perplexity=ppl_report, mixing=mix_report,
+                   documents=doc_report, roles=dataclasses.asdict(cfg.roles), images_stored=store.stored)
+    return summary, timings
+
+
+def first_samples(out: Path, n: int = 30) -> list[dict]:
+    """The first `n` samples written (what MLflow shows of the output)."""
+    shards = shard_paths(out / "samples")
+    return head_jsonl(shards[0], n) if shards else []

@@ -1,19 +1,26 @@
-"""What the `cpt` stage does, given its config (see tasks/cpt.py for the shell and how to launch).
+"""What the `cpt` stage does, given its config (see tasks/cpt.py for the stage and how to launch it).
 
-    summary = run(cfg, out_dir_or_None, log_metrics)     # out_dir None on ranks other than 0
+    outcome = train_cpt(cfg, out_dir_or_None, log_metrics)     # out_dir None on ranks other than 0
+    outcome.summary, outcome.metrics, outcome.checkpoint_root
 
 1. the schedule: data/cpt_order/manifest.jsonl in its order (`order: curriculum`), or the same
    entries in a seeded random order (`order: shuffle`, the baseline of the paper's claim); the
    samples it names are encoded with the base model's processor (a sample that cannot be, or that
-   is missing, leaves the schedule with a reason in rejected.jsonl);
-2. held-out perplexity of the base model on data/cpt_order/heldout.jsonl (cached beside the
+   is missing, leaves the schedule: its entries go to rejected/ with the reason, the sample itself
+   to rejected_samples/);
+2. the device: `train.device` through tasks/training/device.py (CUDA + bf16, or the CPU in float32);
+3. held-out perplexity of the base model on data/cpt_order/heldout.jsonl (cached beside the
    checkpoints, so a resumed run does not recompute it);
-3. training with ScheduleTrainer (tasks/training/trainer.py), checkpoints under
+4. training with ScheduleTrainer (tasks/training/trainer.py), checkpoints under
    <checkpoint_root>/<run key>/; a complete checkpoint of the same run is resumed (an incomplete
    one, e.g. a missing shard after a kill during a save, is skipped with the reason);
-4. the trained model and processor saved to <out>/model, reloaded from there, and its held-out
+5. the trained model and processor saved to <out>/model, reloaded from there, and its held-out
    perplexity measured (the artifact itself is what gets evaluated);
-5. metrics.json (held-out before/after, train loss, tokens/s), summary.json, order_trace.jsonl.
+6. metrics.json (held-out before/after, train loss, log history), order_trace.jsonl; the summary.
+
+The run key hashes what determines the trajectory (params, schedule, base model, world size,
+DeepSpeed config, and the device when it is not the CPU): a changed param starts a fresh run
+instead of resuming a different one.
 """
 
 from __future__ import annotations
@@ -30,26 +37,19 @@ import numpy as np
 
 from models.checkpoint import checkpoint_digest
 from tasks.common.config import project_root, resolve
-from tasks.common.io import dumps, iter_jsonl, without_wall_clock, write_json
-from tasks.training.checkpoints import (
-    CheckpointError,
-    check_complete,
-    checkpoint_dir,
-    latest_complete,
-    run_key,
-)
-from tasks.training.config import CptConfig
-from tasks.training.corpus import read_samples
-from tasks.training.data import CptCollator, OrderedDataset, SampleEncoder, encode_all
+from tasks.common.io import read_jsonl, without_wall_clock, write_json, write_jsonl
+from tasks.cpt_training.config import CptConfig
+from tasks.training.callbacks import CompletionMarkerCallback, MetricsCallback
+from tasks.training.checkpoints import CheckpointError, check_complete, checkpoint_dir, latest_complete, run_key
+from tasks.training.collate import Collator
+from tasks.training.dataset import OrderedDataset
+from tasks.training.device import Placement, world
+from tasks.training.device import resolve as resolve_device
+from tasks.training.encode import SampleEncoder, encode_all, sample_rejection, write_rejections
 from tasks.training.model_io import load_model, save_trained
-from tasks.training.trainer import (
-    CompletionMarkerCallback,
-    MetricsCallback,
-    ScheduleTrainer,
-    perplexity,
-    training_arguments,
-    world,
-)
+from tasks.training.perplexity import perplexity
+from tasks.training.splits import read_samples
+from tasks.training.trainer import ScheduleTrainer, training_arguments
 
 LogFn = Callable[..., None]
 CODE_ROOT = Path(__file__).resolve().parents[2]
@@ -58,15 +58,17 @@ NOT_IN_RUN_KEY = ("out_dir", "checkpoint_root", "resume", "resume_from", "keep_c
                   "mlflow", "eval_batch_size")
 
 
-def read_jsonl_strict(path: Path) -> list[dict]:
+@dataclasses.dataclass
+class CptOutcome:
+    summary: dict                   # deterministic: summary.json
+    metrics: dict                   # MLflow only (wall clock)
+    checkpoint_root: Path           # this run's checkpoints (deleted unless keep_checkpoints)
+
+
+def read_order_file(path: Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} missing: run the cpt_order stage first")
-    rows = []
-    for obj, rej in iter_jsonl(path):
-        if rej is not None:
-            raise ValueError(f"{rej['locator']}: {rej['reason']} ({rej['detail']})")
-        rows.append(obj)
-    return rows
+    return read_jsonl(path)
 
 
 def schedule_ids(manifest: list[dict], order: str, seed: int) -> list[str]:
@@ -86,6 +88,16 @@ def deepspeed_config(cfg: CptConfig, world_size: int) -> str | None:
     if not path.is_file():
         raise FileNotFoundError(f"deepspeed config {cfg.deepspeed} not found under the project or code root")
     return str(path)
+
+
+def run_identity(cfg: CptConfig, placement: Placement, **extra) -> dict:
+    """What determines the trajectory. `train.device` enters as the resolved device, and only off the
+    CPU: `auto` and `cpu` on this machine are one run (and keep the run keys CPU runs always had)."""
+    identity = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_RUN_KEY}
+    identity["train"].pop("device", None)
+    if placement.is_cuda:
+        identity["device"] = placement.describe()
+    return {**identity, **extra}
 
 
 def choose_checkpoint(cfg: CptConfig, root: Path, world_size: int, fingerprint: str) -> tuple[str | None, list]:
@@ -125,12 +137,14 @@ def merged_trace(root: Path, rank: int = 0) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "attempt"} for s in sorted(by_step) for r in by_step[s][1]]
 
 
-def run(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> dict:
+
+def train_cpt(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> CptOutcome:
     rank, world_size = world()
+    placement = resolve_device(cfg.train.device)
     started = time.perf_counter()
     order_dir = resolve(cfg.order_dir)
-    manifest = read_jsonl_strict(order_dir / "manifest.jsonl")
-    heldout_rows = read_jsonl_strict(order_dir / "heldout.jsonl")
+    manifest = read_order_file(order_dir / "manifest.jsonl")
+    heldout_rows = read_order_file(order_dir / "heldout.jsonl")
     samples, bad_lines = read_samples(resolve(cfg.samples_dir))
     wanted = {e["id"] for e in manifest} | {h["id"] for h in heldout_rows}
     by_id = {s["id"]: s for s in samples if isinstance(s.get("id"), str) and s["id"] in wanted}
@@ -139,22 +153,19 @@ def run(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> dict:
     model, processor = vlm.model, vlm.processor
     encoder = SampleEncoder(processor, cfg.encode, project_root(), budget=vlm.budget, factor=vlm.factor)
     encoded, rejected = encode_all([by_id[i] for i in sorted(by_id)], encoder)
-    rejected += [{"id": i, "reason": "missing_sample", "detail": f"not in {cfg.samples_dir}"}
+    rejected += [sample_rejection(i, "missing_sample", f"not in {cfg.samples_dir}")
                  for i in sorted(wanted - set(by_id))]
     order = [i for i in schedule_ids(manifest, cfg.order, cfg.seed) if i in encoded]
     heldout = [h["id"] for h in heldout_rows if h["id"] in encoded]
     if not order:
         raise ValueError("the schedule is empty after encoding: nothing to train on")
     dataset = OrderedDataset(encoded, order)
-    collate = CptCollator(processor, encoder.budget, encoder.factor, blank_image_for_text=world_size > 1)
+    collate = Collator(processor, encoder.budget, encoder.factor, blank_image_for_text=world_size > 1)
     heldout_ds = OrderedDataset(encoded, heldout)
 
     ds_config = deepspeed_config(cfg, world_size)
-    identity = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IN_RUN_KEY}
-    identity.update({"schedule": dataset.fingerprint(), "base_model": checkpoint_digest(base_dir),
-                     "world_size": world_size,
-                     "deepspeed": Path(ds_config).read_text() if ds_config else None})
-    key = run_key(identity)
+    key = run_key(run_identity(cfg, placement, schedule=dataset.fingerprint(), base_model=checkpoint_digest(base_dir),
+                               world_size=world_size, deepspeed=Path(ds_config).read_text() if ds_config else None))
     root = checkpoint_dir(resolve(cfg.checkpoint_root), key)
     root.mkdir(parents=True, exist_ok=True)
     resume_from, skipped = choose_checkpoint(cfg, root, world_size, dataset.fingerprint())
@@ -165,11 +176,11 @@ def run(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> dict:
         if cached.is_file():
             before = json.loads(cached.read_text())
         else:
-            before = perplexity(model, heldout_ds, collate, cfg.eval_batch_size)
+            before = perplexity(model.to(placement.device), heldout_ds, collate, cfg.eval_batch_size)
             cached.write_text(json.dumps(before))
         log_metrics({"heldout.ppl": before["ppl"], "heldout.nll": before["nll"]}, step=0)
 
-    args = training_arguments(cfg.train, root, seed=cfg.seed, deepspeed_config=ds_config)
+    args = training_arguments(cfg.train, root, seed=cfg.seed, deepspeed_config=ds_config, placement=placement)
     metrics_cb = MetricsCallback(lambda m, step: log_metrics(m, step=step))
     trainer = ScheduleTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
                               trace_path=root / f"order_trace.rank{rank}.jsonl" if cfg.trace_order else None,
@@ -178,8 +189,9 @@ def run(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> dict:
     model_dir = (out / "model") if out is not None else root / f".model-rank{rank}"
     save_trained(trainer, vlm, model_dir, extra_meta={"stage": "cpt", "order": cfg.order, "run_key": key,
                                                       "base_model": str(cfg.base_model_dir)})
+    step = trainer.state.global_step
     if rank != 0:
-        return {"rank": rank, "global_step": trainer.state.global_step}
+        return CptOutcome({"rank": rank, "global_step": step}, {}, root)
 
     if ds_config:
         # ZeRO-3 makes from_pretrained partition weights with collectives the other ranks, done
@@ -187,21 +199,26 @@ def run(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> dict:
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
         unset_hf_deepspeed_config()
-    trained = load_model(model_dir).model
+    trained = load_model(model_dir).model.to(placement.device)
     after = perplexity(trained, heldout_ds, collate, cfg.eval_batch_size) if heldout else None
-    step = trainer.state.global_step
     if after:
         log_metrics({"heldout.ppl": after["ppl"], "heldout.nll": after["nll"]}, step=step)
-    trace = merged_trace(root) if cfg.trace_order else []
-    with open(out / "order_trace.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(dumps(r) + "\n" for r in trace)
-    with open(out / "rejected.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(dumps(r) + "\n" for r in rejected + bad_lines)
+    write_jsonl(out / "order_trace.jsonl", merged_trace(root) if cfg.trace_order else [])
+    # the unit of accounting is the schedule entry (a replayed sample counts once per entry):
+    # rejected/ holds the entries that left the schedule, rejected_samples/ the samples behind them
+    rejection_of = {r["id"]: r for r in rejected}
+    dropped = [sample_rejection(e["id"], rejection_of.get(e["id"], {}).get("reason", "unknown"),
+                                rejection_of.get(e["id"], {}).get("detail", ""),
+                                locator=f"{cfg.order_dir}/manifest.jsonl:{e['position'] + 1}")
+               for e in sorted(manifest, key=lambda e: e["position"]) if e["id"] not in encoded]
+    write_rejections(out / "rejected", dropped)
+    write_rejections(out / "rejected_samples", rejected + bad_lines)
     # this call's work only: a resumed run must not credit the killed run's tokens to its own time
     runtime = float(result.metrics.get("train_runtime", 0.0))
     tokens = int(trainer.state.num_input_tokens_seen)
     tokens_this_run = tokens - metrics_cb.start_tokens
     steps_this_run = step - metrics_cb.start_step
+    tokens_per_s = tokens_this_run / runtime if steps_this_run and runtime > 0 else None
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     metrics = {
         "order": cfg.order, "heldout_before": before, "heldout_after": after,
@@ -209,30 +226,24 @@ def run(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> dict:
         "train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
         "train_loss_mean_this_run": float(result.training_loss) if steps_this_run else None,
         "global_step": step, "steps_this_run": steps_this_run, "tokens_seen": tokens,
-        "tokens_this_run": tokens_this_run, "train_runtime_s": runtime,
-        "tokens_per_s": tokens_this_run / runtime if steps_this_run and runtime > 0 else None,
-        "log_history": trainer.state.log_history,
+        "tokens_this_run": tokens_this_run, "log_history": trainer.state.log_history,
     }
     write_json(out / "metrics.json", without_wall_clock(metrics))
-    skipped_rows = Counter(r for _, r in trainer.skipped_rows)
-    reason_of = {r["id"]: r["reason"] for r in rejected}
-    dropped = Counter(reason_of.get(e["id"], "unknown") for e in manifest if e["id"] not in encoded)
-    summary = {   # unit: schedule entries (a replayed sample counts once per entry)
-        "read": len(manifest), "kept": len(order), "rejected": len(manifest) - len(order),
-        "rejected_by_reason": dict(sorted(dropped.items())), "samples_rejected": len(rejected),
-        "order": cfg.order, "unique_samples": len(set(order)), "heldout": len(heldout),
-        "global_step": step, "resumed_from": resume_from, "skipped_checkpoints": skipped,
-        "rows_skipped_in_training": dict(skipped_rows), "empty_batches": trainer.empty_batches,
-        "run_key": key, "world_size": world_size, "deepspeed": bool(ds_config),
-        "heldout_ppl_before": metrics["heldout_ppl_before"], "heldout_ppl_after": metrics["heldout_ppl_after"],
-        "train_loss_last": metrics["train_loss_last"], "tokens_per_s": metrics["tokens_per_s"],
+    summary = {
+        "read": len(manifest), "kept": len(order), "rejected": len(dropped),
+        "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in dropped).items())),
+        "samples_rejected": len(rejected), "order": cfg.order, "unique_samples": len(set(order)),
+        "heldout": len(heldout), "global_step": step, "resumed_from": resume_from, "skipped_checkpoints": skipped,
+        "rows_skipped_in_training": dict(Counter(r for _, r in trainer.skipped_rows)),
+        "empty_batches": trainer.empty_batches, "run_key": key, "world_size": world_size,
+        "deepspeed": bool(ds_config), "heldout_ppl_before": metrics["heldout_ppl_before"],
+        "heldout_ppl_after": metrics["heldout_ppl_after"], "train_loss_last": metrics["train_loss_last"],
         "tokens_seen": tokens, "steps_this_run": steps_this_run,
-        "seconds": round(time.perf_counter() - started, 3), "_checkpoint_root": str(root),
     }
-    write_json(out / "summary.json", without_wall_clock({k: v for k, v in summary.items() if not k.startswith("_")}))
-    return summary
+    wall = {"tokens_per_s": tokens_per_s, "train_runtime_s": runtime, "seconds": time.perf_counter() - started}
+    return CptOutcome(summary, {k: v for k, v in wall.items() if v is not None}, root)
 
 
-def cleanup_checkpoints(summary: dict, keep: bool) -> None:
-    if not keep and summary.get("_checkpoint_root"):
-        shutil.rmtree(summary["_checkpoint_root"], ignore_errors=True)
+def cleanup_checkpoints(root: Path, keep: bool) -> None:
+    if not keep:
+        shutil.rmtree(root, ignore_errors=True)

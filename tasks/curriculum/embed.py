@@ -27,8 +27,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tasks.training.config import HdbscanParams, UmapParams
-from tasks.training.data import split_batch
+from tasks.curriculum.config import HdbscanParams, UmapParams
+from tasks.training.collate import split_batch
+from tasks.training.device import autocast, to_device
 
 MIN_FOR_CLUSTERING = 10
 
@@ -66,8 +67,10 @@ def pooled_embeddings(model, dataset, collate, *, layer: int, batch_size: int
                       ) -> tuple[np.ndarray, list[str], list[tuple[str, str]]]:
     """(embeddings (n, hidden), their sample ids, rows the collator dropped [(id, reason)]).
 
-    Each embedding is the mean of block `layer`'s output over the sample's real tokens."""
+    Each embedding is the mean of block `layer`'s output over the sample's real tokens, computed on
+    the device the model sits on (bf16 autocast on CUDA; the pooling is float32)."""
     block = decoder_layers(model)[layer - 1]
+    device = next(model.parameters()).device
 
     def stop(_module, _inputs, output):
         raise _LayerOutput(output[0] if isinstance(output, tuple) else output)
@@ -85,13 +88,15 @@ def pooled_embeddings(model, dataset, collate, *, layer: int, batch_size: int
                 continue
             ids.extend(extra["sample_ids"])
             inputs.pop("labels", None)
+            inputs = to_device(inputs, device)
             try:
-                model(**inputs)
+                with autocast(device):
+                    model(**inputs)
                 raise RuntimeError(f"block {layer} did not run")
             except _LayerOutput as got:
                 hidden = got.hidden.float()
             mask = inputs["attention_mask"].unsqueeze(-1).float()
-            out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).numpy())
+            out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy())
     finally:
         handle.remove()
         model.train(was_training)

@@ -1,22 +1,26 @@
 """What the `cpt_order` stage does, given its config and an output directory (see tasks/cpt_order.py).
 
-    summary = run(cfg, out_dir, log_metrics=lambda metrics, step=None: ...)
+    summary, metrics = order_corpus(cfg, out_dir, log_metrics=lambda metrics, step=None: ...)
 
 1. read the CPT samples (cap: `max_samples`, seeded), encode them (bad ones rejected with a
    reason), set the held-out split aside (never trained on, by the warm-up or by cpt);
 2. warm-up: a copy of the base model trained on a seeded `warmup.fraction` of the remaining samples,
-   in a seeded random order (the paper's "lightweight warm-up model on a small random subset");
-3. embed every remaining sample with the warm-up model (mean-pooled middle decoder block);
+   in a seeded random order (the paper's "lightweight warm-up model on a small random subset"), on
+   the device `warmup.train.device` resolves to (tasks/training/device.py);
+3. embed every remaining sample with the warm-up model (mean-pooled middle decoder block), where the
+   warm-up trained;
 4. UMAP -> HDBSCAN -> noise placed -> clusters ranked by compactness -> schedule with mixed
    transitions and replay (tasks/curriculum/order.py);
 5. write manifest.jsonl (one line per schedule entry, in training order), heldout.jsonl,
-   clusters.json (the cluster report), order_map.png, rejected.jsonl, summary.json.
+   clusters.json (the cluster report), order_map.png, rejected/part-*.jsonl (one entry per sample
+   not scheduled and not held out, with its reason).
+
+Returns the summary (deterministic: it becomes summary.json) and the MLflow-only metrics (timings).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import tempfile
 import time
 from collections import Counter
@@ -26,27 +30,25 @@ from pathlib import Path
 import numpy as np
 
 from tasks.common.config import project_root, resolve
-from tasks.common.io import dumps, without_wall_clock, write_json
-from tasks.training.config import CptOrderConfig
-from tasks.training.corpus import cap_samples, hash_fraction, heldout_ids, read_samples
-from tasks.training.data import (
-    CptCollator,
+from tasks.common.io import write_json, write_jsonl
+from tasks.curriculum.config import CptOrderConfig
+from tasks.curriculum.embed import decoder_layers, pick_layer, pooled_embeddings, reduce_and_cluster
+from tasks.curriculum.order import build_schedule, check_schedule, place_noise, rank_clusters
+from tasks.curriculum.plot import plot_order_map
+from tasks.training.callbacks import MetricsCallback
+from tasks.training.collate import Collator
+from tasks.training.dataset import OrderedDataset
+from tasks.training.encode import (
     EncodedSample,
-    OrderedDataset,
     SampleEncoder,
     encode_all,
     encoding_stats,
-)
-from tasks.curriculum.embed import (
-    decoder_layers,
-    pick_layer,
-    pooled_embeddings,
-    reduce_and_cluster,
+    sample_rejection,
+    write_rejections,
 )
 from tasks.training.model_io import load_model
-from tasks.curriculum.order import build_schedule, check_schedule, place_noise, rank_clusters
-from tasks.curriculum.plot import plot_order_map
-from tasks.training.trainer import MetricsCallback, ScheduleTrainer, training_arguments
+from tasks.training.splits import cap_samples, hash_fraction, heldout_ids, read_samples
+from tasks.training.trainer import ScheduleTrainer, training_arguments
 
 LogFn = Callable[..., None]
 
@@ -59,7 +61,7 @@ def clip_for_embedding(e: EncodedSample, max_tokens: int, image_ids: set[int]) -
     if e.n_image_tokens:
         last = int(np.flatnonzero(np.isin(e.input_ids, list(image_ids)))[-1])
         keep = max(keep, last + 1)
-    return dataclasses.replace(e, input_ids=e.input_ids[:keep], truncated=True)
+    return e.clipped(keep)
 
 
 def train_warmup(model, processor, encoder: SampleEncoder, encoded: dict, ids: list[str],
@@ -72,7 +74,7 @@ def train_warmup(model, processor, encoder: SampleEncoder, encoded: dict, ids: l
     with tempfile.TemporaryDirectory(prefix="cpt-warmup-") as tmp:
         trainer = ScheduleTrainer(model=model, args=training_arguments(params, tmp, seed=cfg.seed),
                                   train_dataset=dataset,
-                                  data_collator=CptCollator(processor, encoder.budget, encoder.factor),
+                                  data_collator=Collator(processor, encoder.budget, encoder.factor),
                                   callbacks=[history])
         result = trainer.train()
     losses = [h["loss"] for h in history.history if "loss" in h]
@@ -111,7 +113,8 @@ def doc_key(sample: dict) -> str | None:
     return (sample.get("source_ids") or [None])[0] if sample.get("task") == "document" else None
 
 
-def run(cfg: CptOrderConfig, out: Path, log_metrics: LogFn) -> dict:
+
+def order_corpus(cfg: CptOrderConfig, out: Path, log_metrics: LogFn) -> tuple[dict, dict]:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     samples, bad_lines = read_samples(resolve(cfg.in_dir))
@@ -123,8 +126,8 @@ def run(cfg: CptOrderConfig, out: Path, log_metrics: LogFn) -> dict:
     encoder = SampleEncoder(processor, cfg.encode, project_root(), budget=vlm.budget, factor=vlm.factor)
     encoded, rejected = encode_all(samples, encoder)
     # the CPU budget's seeded cap: accounted like any other sample not taken
-    rejected = bad_lines + rejected + [{"id": c.get("id"), "reason": "over_max_samples",
-                                        "detail": f"max_samples={cfg.max_samples}"} for c in left_out]
+    rejected = bad_lines + rejected + [sample_rejection(c.get("id"), "over_max_samples",
+                                                        f"max_samples={cfg.max_samples}") for c in left_out]
     timings["encode_s"] = time.perf_counter() - t0
 
     heldout = heldout_ids(encoded, fraction=cfg.heldout.fraction, max_samples=cfg.heldout.max_samples,
@@ -134,7 +137,7 @@ def run(cfg: CptOrderConfig, out: Path, log_metrics: LogFn) -> dict:
     # a view trained on while another is held out would flatter held-out perplexity
     held_docs = {doc_key(raw_by_id[i]) for i in held} - {None}
     siblings = sorted(i for i in encoded if i not in held and doc_key(raw_by_id[i]) in held_docs)
-    rejected += [{"id": i, "reason": "heldout_document_view", "detail": "another view of a held-out document"}
+    rejected += [sample_rejection(i, "heldout_document_view", "another view of a held-out document")
                  for i in siblings]
     excluded = held | set(siblings)
     pool = sorted(i for i in encoded if i not in excluded)
@@ -151,9 +154,9 @@ def run(cfg: CptOrderConfig, out: Path, log_metrics: LogFn) -> dict:
     layer = pick_layer(model, cfg.embed.layer)
     clipped = {i: clip_for_embedding(encoded[i], cfg.embed.max_tokens, encoder.image_ids) for i in pool}
     emb, emb_ids, dropped = pooled_embeddings(model, OrderedDataset(clipped, pool),
-                                              CptCollator(processor, encoder.budget, encoder.factor),
+                                              Collator(processor, encoder.budget, encoder.factor),
                                               layer=layer, batch_size=cfg.embed.batch_size)
-    rejected += [{"id": i, "reason": reason, "detail": "image failed while embedding"} for i, reason in dropped]
+    rejected += [sample_rejection(i, reason, "image failed while embedding") for i, reason in dropped]
     timings["embed_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -164,16 +167,12 @@ def run(cfg: CptOrderConfig, out: Path, log_metrics: LogFn) -> dict:
     check_schedule(entries, len(emb_ids))
     timings["cluster_s"] = time.perf_counter() - t
 
-    with open(out / "manifest.jsonl", "w", encoding="utf-8") as f:
-        for pos, e in enumerate(entries):
-            i = e["index"]
-            f.write(dumps({"position": pos, "id": emb_ids[i], **{k: v for k, v in e.items() if k != "index"},
-                           "noise": bool(is_noise[i]), "x": round(float(coords_2d[i, 0]), 4),
-                           "y": round(float(coords_2d[i, 1]), 4)}) + "\n")
-    with open(out / "heldout.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(dumps({"id": i, "kind": encoded[i].kind}) + "\n" for i in heldout)
-    with open(out / "rejected.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(dumps(r) + "\n" for r in rejected)
+    write_jsonl(out / "manifest.jsonl", (
+        {"position": pos, "id": emb_ids[e["index"]], **{k: v for k, v in e.items() if k != "index"},
+         "noise": bool(is_noise[e["index"]]), "x": round(float(coords_2d[e["index"], 0]), 4),
+         "y": round(float(coords_2d[e["index"], 1]), 4)} for pos, e in enumerate(entries)))
+    write_jsonl(out / "heldout.jsonl", ({"id": i, "kind": encoded[i].kind} for i in heldout))
+    write_rejections(out / "rejected", rejected)
     embed_meta = {"layer": layer, "decoder_layers": len(decoder_layers(model)),
                   "embedding_dim": int(emb.shape[1]) if emb.size else 0, "samples": len(emb_ids),
                   "hdbscan_clusters": len(set(hdb_labels.tolist()) - {-1}),
@@ -191,11 +190,10 @@ def run(cfg: CptOrderConfig, out: Path, log_metrics: LogFn) -> dict:
         "manifest_entries": len(entries), "replays": replays, "clusters": len(ranking),
         "hdbscan_clusters": embed_meta["hdbscan_clusters"], "noise_points": embed_meta["noise_points"],
         "truncated": stats["truncated"], "tokens": stats["tokens"], "by_kind": stats["by_kind"],
-        "warmup": warmup, "embed_layer": layer, "timings": {k: round(v, 3) for k, v in timings.items()},
+        "warmup": warmup, "embed_layer": layer,
         "cluster_order": [{"rank": c.rank, "label": c.label, "size": len(c.members),
                            "compactness": c.report()["compactness"]} for c in ranking],
     }
-    if summary["read"] != summary["kept"] + summary["rejected"]:
-        raise RuntimeError(f"accounting broken: {json.dumps({k: summary[k] for k in ('read', 'kept', 'rejected')})}")
-    write_json(out / "summary.json", without_wall_clock(summary))
-    return summary
+    metrics = {f"timing.{k}": round(v, 3) for k, v in timings.items()}
+    metrics["warmup.seconds"] = warmup["seconds"]    # wall clock: MLflow only (not in summary.json)
+    return summary, metrics

@@ -1,4 +1,4 @@
-"""The entity table (paper §3.2.1, the cleansing step after Stage 2) and the stage's sink.
+"""The entity table (paper §3.2.1, the cleansing step after Stage 2) and the entity rejections.
 
 `EntityTable` aggregates mentions by `norm` (case-folded, whitespace-normalized text): mention count,
 number of documents, the most frequent surface form and the majority type (ties: the
@@ -7,19 +7,22 @@ entity seen fewer than `min_entity_count` times is rejected (`rare_entity`), the
 type that keeps fewer than `min_type_entities` entities is rejected (`rare_type`). The paper uses 10
 and 5 on a web-scale corpus; the params scale them to this corpus.
 
-`EntitySink` is a `StageSink` whose accounting unit is the document: `mentions/part-*.jsonl` holds one
-line per kept document, `rejected/part-*.jsonl` holds documents that could not be processed *and*
-rejected entities (each line says which with `unit`); summary.json's read == kept + rejected counts
-documents, entity-level counts sit beside them.
+The stage's accounting unit is the document (its sink: `mentions/part-*.jsonl` one line per kept
+document, `rejected/part-*.jsonl` documents that could not be processed; read == kept + rejected counts
+documents). Entities are the second unit: `EntityRejections` writes every entity filtered out -- an
+extracted string that is empty or too long, a rare entity, a rare type -- to
+`rejected_entities/part-*.jsonl` in the one rejection shape (`records.rejection`, the entity as the
+record), and its counts sit beside the document accounting in summary.json.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Iterable
 
-from tasks.common.io import ShardedJsonlWriter, StageSink, write_json
+from tasks.common.io import ShardedJsonlWriter
+from tasks.common.records import rejection
 
 
 class EntityTable:
@@ -75,46 +78,23 @@ class EntityTable:
         return out, rejected
 
 
-class EntitySink(StageSink):
-    """StageSink for the entities stage: documents are the unit; entity rejections ride along."""
+class EntityRejections:
+    """rejected_entities/part-*.jsonl: the entities filtered out, each a `rejection` entry whose record
+    is the entity (a table row, or an extracted string with its document's id and source)."""
 
-    def __init__(self, out_dir: Path, *, shard_size: int = 50_000, sample_size: int = 20):
-        super().__init__(out_dir, shard_size=shard_size, sample_size=sample_size)
-        # kept documents are written as mentions/ (the writer opens no file before its first write)
-        self.kept.close()
-        (self.out_dir / "kept").rmdir()
-        self.kept = ShardedJsonlWriter(self.out_dir / "mentions", shard_size)
-        self.entity_reasons: Counter[str] = Counter()
+    def __init__(self, out_dir: Path, shard_size: int = 50_000):
+        self.writer = ShardedJsonlWriter(Path(out_dir) / "rejected_entities", shard_size)
+        self.reasons: Counter[str] = Counter()
 
-    def reject(self, entry: dict) -> None:
-        """A document that could not be processed (counts against read)."""
-        super().reject({"unit": "document", **entry})
+    def add(self, entity: dict) -> None:
+        """`entity` carries its `reason` and `detail` (entity_rejection, EntityTable.filtered)."""
+        entity = dict(entity)
+        reason, detail = entity.pop("reason"), entity.pop("detail", "")
+        self.writer.write(rejection(reason, detail, record=entity))
+        self.reasons[reason] += 1
 
-    def reject_entity(self, entry: dict) -> None:
-        """An entity filtered out; written to rejected/ but not a document rejection."""
-        entry = {"unit": "entity", **entry}
-        self.rejected.write(entry)
-        self.entity_reasons[entry["reason"]] += 1
-        bucket = self.rejected_sample.setdefault(f"entity.{entry['reason']}", [])
-        if len(bucket) < self.sample_size:
-            bucket.append(entry)
-
-    def close(self, **extra: Any) -> dict:
-        self.kept.close()
-        self.rejected.close()
-        n_entities = sum(self.entity_reasons.values())
-        summary = {
-            "read": self.read,
-            "kept": self.kept_inputs,
-            "rejected": self.rejected.count - n_entities,
-            "records_written": self.kept.count,
-            "rejected_by_reason": dict(sorted(self.reasons.items())),
-            "entities_rejected": n_entities,
-            "entities_rejected_by_reason": dict(sorted(self.entity_reasons.items())),
-            **extra,
-        }
-        if summary["read"] != summary["kept"] + summary["rejected"]:
-            raise RuntimeError(f"accounting broken: read={summary['read']} kept={summary['kept']} "
-                               f"rejected={summary['rejected']}")
-        write_json(self.out_dir / "summary.json", summary)
-        return summary
+    def close(self) -> dict:
+        """The entity counts for summary.json."""
+        self.writer.close()
+        return {"entities_rejected": sum(self.reasons.values()),
+                "entities_rejected_by_reason": dict(sorted(self.reasons.items()))}

@@ -13,11 +13,16 @@ explicit "None", strict JSON; Stage 2 adds types, robustness to OCR/formatting n
 over-long phrases). Replies are parsed by `tasks.llm.parsing.parse_json_like`, which accepts JSON and
 the paper's single-quoted Python-dict style and never evaluates anything.
 
-Failure handling, per sentence: a reply that does not parse, is not a dict, lacks a sentence's key,
-or gives a value of the wrong shape is retried once with a repair turn (the bad reply plus a short
-correction, so the request differs from the cached one); sentences the repair still does not resolve,
-and every sentence of a request that failed for good (timeouts and 5xx are retried by the client
-first), are recorded in `DocResult.failures` with the raw reply text. Nothing is dropped silently.
+Failure handling goes through the project's one parse/repair loop (`tasks.llm.ask.ask_parsed`), per
+batch request: a reply that resolves every sentence of its batch is used; one that does not (no JSON
+object, not a dict, a sentence's key missing, a value of the wrong shape) gets one repair turn (the bad
+reply plus a short correction naming the problems, so the request differs from the cached one), and a
+repaired reply is used whole. When the repair does not resolve every sentence either, the sentences
+either reply resolved are kept (the first reply's first) and each of the others is recorded in
+`DocResult.failures` with its kind, both raw replies and what went wrong each time; every sentence of
+a request that failed for good (timeouts and 5xx are retried by the client first) is recorded as
+`request_failed`. Nothing is dropped silently. `ask_keyed_batches` is that loop for any
+`{"Sentence<i>": value}` batch prompt (the kg stage's relation prompt uses it too).
 
 Entity strings are mapped back to character offsets in their sentence (exact, then case- and
 whitespace-insensitive; every occurrence that does not cut a word); strings that cannot be found
@@ -29,13 +34,21 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections import Counter
+from collections.abc import Callable
 from typing import Literal, Sequence
 
-from tasks.extraction.common import (DocResult, check_entity, clean_surface, dedupe_mentions,
-                                      entity_rejection, find_occurrences, mention, split_sentences)
+from tasks.extraction.common import (
+    DocResult,
+    check_entity,
+    clean_surface,
+    dedupe_mentions,
+    entity_rejection,
+    find_occurrences,
+    mention,
+    split_sentences,
+)
 
 NONE_WORDS = frozenset({"none", "null", "n/a", ""})
-RAW_CHARS = 4000        # raw reply text kept per failure record
 
 DEFAULT_TYPES = ["Disease", "Symptom", "Chemical", "Drug", "Gene", "Protein", "Anatomy", "Procedure",
                  "Test", "Organism"]
@@ -102,8 +115,8 @@ STAT_KEYS = ("batches", "sentences", "parsed_first", "repairs", "parsed_after_re
 _KEY = re.compile(r"^\s*sentence\s*[_ ]?(\d+)\s*$", re.IGNORECASE)
 
 
-class SentenceProblem(ValueError):
-    """A sentence value that has the wrong shape."""
+class ValueShapeError(ValueError):
+    """A sentence's value that has the wrong shape."""
 
 
 def batch_messages(sentences: Sequence[str], params: LLMExtractParams) -> list[dict[str, str]]:
@@ -175,7 +188,7 @@ def split_item(item: str, params: LLMExtractParams) -> tuple[str, str]:
 
 
 def sentence_items(value: object, params: LLMExtractParams) -> list[tuple[str, str]]:
-    """(type, raw entity string) pairs of one sentence's value; SentenceProblem if misshapen."""
+    """(type, raw entity string) pairs of one sentence's value; ValueShapeError if misshapen."""
     if value is None:
         return []
     if isinstance(value, str):
@@ -188,10 +201,10 @@ def sentence_items(value: object, params: LLMExtractParams) -> list[tuple[str, s
             if v is None:
                 continue
             if not isinstance(v, str):
-                raise SentenceProblem(f"list item of type {type(v).__name__}, expected a string")
+                raise ValueShapeError(f"list item of type {type(v).__name__}, expected a string")
             items.append(v)
     else:
-        raise SentenceProblem(f"value of type {type(value).__name__}, expected a string or a list")
+        raise ValueShapeError(f"value of type {type(value).__name__}, expected a string or a list")
     out = []
     for it in items:
         if it.strip().lower() in NONE_WORDS and it.strip():
@@ -200,24 +213,26 @@ def sentence_items(value: object, params: LLMExtractParams) -> list[tuple[str, s
     return out
 
 
-def parse_batch_reply(reply: str, n: int, params: LLMExtractParams
-                      ) -> tuple[dict[int, list[tuple[str, str]]], dict[int, tuple[str, str]], int]:
-    """Parse one batch reply for n sentences.
+def parse_keyed_reply(reply: str, n: int, parse_value: Callable[[object], list], *,
+                      allow_bare_items: bool = False
+                      ) -> tuple[dict[int, list], dict[int, tuple[str, str]], int]:
+    """Parse a `{"Sentence<i>": value}` batch reply for n sentences with `parse_value` per value.
 
-    Returns (items per resolved sentence, (kind, detail) per unresolved sentence, extra keys).
-    kinds: unparseable (no JSON object at all), wrong_shape, missing_sentence.
+    Returns (parsed items per resolved sentence, (kind, detail) per unresolved sentence, extra keys);
+    kinds: unparseable (no JSON object at all), wrong_shape (ValueShapeError from `parse_value`, or a
+    top-level list), missing_sentence.
     """
     from tasks.llm.parsing import ParseError, parse_json_like
 
     try:
-        obj = parse_json_like(reply, expect=dict, allow_bare_items=True)
+        obj = parse_json_like(reply, expect=dict, allow_bare_items=allow_bare_items)
     except ParseError as e:
         # A reply whose first structure is a complete list is the wrong shape; anything else
         # (prose, a truncated object whose inner lists still parse) is unparseable.
         first = re.search(r"[{\[]", reply or "")
         if first and first.group() == "[":
             try:
-                parse_json_like(reply[first.start():], expect=list, allow_bare_items=True)
+                parse_json_like(reply[first.start():], expect=list, allow_bare_items=allow_bare_items)
                 return {}, {i: ("wrong_shape", "top level is a list, not an object") for i in range(n)}, 0
             except ParseError:
                 pass
@@ -231,17 +246,95 @@ def parse_batch_reply(reply: str, n: int, params: LLMExtractParams
             values[idx] = v
         else:
             extra += 1
-    ok: dict[int, list[tuple[str, str]]] = {}
+    ok: dict[int, list] = {}
     bad: dict[int, tuple[str, str]] = {}
     for i in range(n):
         if i not in values:
             bad[i] = ("missing_sentence", f"no key Sentence{i}")
             continue
         try:
-            ok[i] = sentence_items(values[i], params)
-        except SentenceProblem as e:
+            ok[i] = parse_value(values[i])
+        except ValueShapeError as e:
             bad[i] = ("wrong_shape", str(e))
     return ok, bad, extra
+
+
+def parse_batch_reply(reply: str, n: int, params: LLMExtractParams
+                      ) -> tuple[dict[int, list[tuple[str, str]]], dict[int, tuple[str, str]], int]:
+    """Parse one entity batch reply for n sentences (see parse_keyed_reply): items are
+    (type, raw entity string) pairs; bare list items (the paper's Stage 2 style) are accepted."""
+    return parse_keyed_reply(reply, n, lambda v: sentence_items(v, params), allow_bare_items=True)
+
+
+@dataclasses.dataclass
+class BatchOutcome:
+    """What one batch request came to, per sentence index of the batch."""
+    items: dict[int, list] = dataclasses.field(default_factory=dict)     # resolved sentences
+    failures: dict[int, dict] = dataclasses.field(default_factory=dict)  # {kind, detail, raw[, raw_repair]}
+    parsed_first: int = 0            # sentences resolved by the first reply
+    parsed_after_repair: int = 0     # sentences resolved by the repair reply
+    repaired: bool = False           # a repair turn was asked
+    extra_keys: int = 0              # keys that name no sentence of the batch (first reply)
+
+
+def ask_keyed_batches(client, chats: Sequence[list[dict]], sizes: Sequence[int],
+                      parse_reply: Callable[[str, int], tuple[dict, dict, int]], repair: str,
+                      params_for: Callable[[int], dict]) -> list[BatchOutcome]:
+    """Batch prompts answered `{"Sentence<i>": value}` through `ask_parsed` (module docstring).
+
+    `chats[i]` asks for `sizes[i]` sentences; `parse_reply(reply, n)` is a parse_keyed_reply; `repair`
+    is the correction turn with `{problem}` and `{last}` (the last sentence key); `params_for(n)` the
+    request params for batches of n sentences (grouped by n: the schema names the sentence keys)."""
+    from tasks.llm.ask import RAW_CHARS, ask_parsed
+
+    out: list[BatchOutcome] = [BatchOutcome() for _ in chats]
+    for n in sorted(set(sizes)):
+        idx = [i for i, s in enumerate(sizes) if s == n]
+        seen: dict[str, tuple[dict, dict, int]] = {}     # raw text a failure records -> its parse
+
+        def parse(reply: str, n: int = n, seen: dict = seen):
+            ok, bad, extra = seen[reply[:RAW_CHARS]] = parse_reply(reply, n)
+            if bad:
+                raise ValueError(", ".join(sorted({kind for kind, _ in bad.values()})))
+            return ok, extra
+
+        answers = ask_parsed(client, [chats[i] for i in idx], parse, repair.replace("{last}", str(n - 1)),
+                             **params_for(n))
+        for i, a in zip(idx, answers):
+            out[i] = _outcome(a, n, seen)
+    return out
+
+
+def _outcome(answer, n: int, seen: dict) -> BatchOutcome:
+    o = BatchOutcome()
+    if answer.ok:
+        (o.items, o.extra_keys), o.repaired = answer.value, answer.repaired
+        o.parsed_after_repair, o.parsed_first = (n, 0) if o.repaired else (0, n)
+        return o
+    f = answer.failure
+    if f["kind"] == "request_failed":
+        o.failures = {j: {"kind": "request_failed", "detail": f["detail"], "raw": None} for j in range(n)}
+        return o
+    o.repaired = True
+    ok, bad, o.extra_keys = seen[f["raw"]]
+    o.items = dict(ok)
+    o.parsed_first = len(ok)
+    o.failures = {j: {"kind": kind, "detail": detail, "raw": f["raw"], "raw_repair": f.get("raw_repair")}
+                  for j, (kind, detail) in bad.items()}
+    if f.get("raw_repair") is None:                      # the repair request itself failed
+        why = f["detail"].split("; repair request failed: ", 1)[-1]
+        for x in o.failures.values():
+            x["detail"] += f"; repair request failed: {why}"
+        return o
+    ok2, bad2, _ = seen[f["raw_repair"]]
+    for j in sorted(o.failures):
+        if j in ok2:
+            o.items[j] = ok2[j]
+            o.parsed_after_repair += 1
+            del o.failures[j]
+        else:
+            o.failures[j]["detail"] += f"; after repair: {bad2[j][0]}: {bad2[j][1]}"
+    return o
 
 
 class LLMExtractor:
@@ -263,22 +356,9 @@ class LLMExtractor:
             kw["response_format"] = response_format(n, self.params)
         return kw
 
-    def _complete(self, chats: list[list[dict]], sizes: list[int]) -> list:
-        """Replies (str or LLMError) in order; grouped by batch size so each group shares kwargs."""
-        out: list = [None] * len(chats)
-        for n in sorted(set(sizes)):
-            idx = [i for i, s in enumerate(sizes) if s == n]
-            replies = self.client.complete_many([chats[i] for i in idx], return_exceptions=True,
-                                                **self._kwargs(n))
-            for i, r in zip(idx, replies):
-                out[i] = r
-        return out
-
     def extract(self, docs: Sequence[tuple[str, str]]) -> list[DocResult]:
         """DocResults for (doc_id, text) pairs, in order; sentences of several documents may share
         a request."""
-        from tasks.llm.client import LLMError
-
         p = self.params
         results = [DocResult(doc_id) for doc_id, _ in docs]
         units: list[tuple[int, int, int, int]] = []          # (doc, sentence index, start, end)
@@ -294,48 +374,17 @@ class LLMExtractor:
         sizes = [len(b) for b in batches]
         self.stats["batches"] += len(batches)
         self.stats["sentences"] += len(units)
-        first = self._complete(chats, sizes)
-
+        repair = REPAIR if p.prompt == "stage2" else REPAIR_STAGE1
+        outcomes = ask_keyed_batches(self.client, chats, sizes, lambda reply, n: parse_batch_reply(reply, n, p),
+                                     repair, self._kwargs)
         items: dict[int, list[tuple[str, str]]] = {}            # unit -> parsed items
         problems: dict[int, dict] = {}                           # unit -> failure record
-        repair_chats, repair_batches = [], []
-        for b, chat, reply in zip(batches, chats, first):
-            if isinstance(reply, LLMError):
-                for u in b:
-                    problems[u] = {"kind": "request_failed", "detail": str(reply)[:500], "raw": None}
-                continue
-            ok, bad, extra = parse_batch_reply(reply, len(b), p)
-            self.stats["extra_keys"] += extra
-            for j, its in ok.items():
-                items[b[j]] = its
-            self.stats["parsed_first"] += len(ok)
-            if bad:
-                for j, (kind, detail) in bad.items():
-                    problems[b[j]] = {"kind": kind, "detail": detail, "raw": reply[:RAW_CHARS]}
-                kinds = sorted({k for k, _ in bad.values()})
-                tmpl = REPAIR if p.prompt == "stage2" else REPAIR_STAGE1
-                fix = tmpl.format(problem=", ".join(kinds), last=len(b) - 1)
-                repair_chats.append(chat + [{"role": "assistant", "content": reply},
-                                            {"role": "user", "content": fix}])
-                repair_batches.append((b, sorted(bad)))
-        if repair_chats:
-            self.stats["repairs"] += len(repair_chats)
-            second = self._complete(repair_chats, [len(b) for b, _ in repair_batches])
-            for (b, todo), reply in zip(repair_batches, second):
-                if isinstance(reply, LLMError):
-                    for j in todo:
-                        problems[b[j]]["raw_repair"] = None
-                        problems[b[j]]["detail"] += f"; repair request failed: {str(reply)[:300]}"
-                    continue
-                ok, bad, extra = parse_batch_reply(reply, len(b), p)
-                for j in todo:
-                    if j in ok:
-                        items[b[j]] = ok[j]
-                        del problems[b[j]]
-                        self.stats["parsed_after_repair"] += 1
-                    else:
-                        problems[b[j]]["raw_repair"] = reply[:RAW_CHARS]
-                        problems[b[j]]["detail"] += f"; after repair: {bad[j][0]}: {bad[j][1]}"
+        for b, o in zip(batches, outcomes):
+            for key in ("parsed_first", "parsed_after_repair", "extra_keys"):
+                self.stats[key] += getattr(o, key)
+            self.stats["repairs"] += o.repaired
+            items.update((b[j], its) for j, its in o.items.items())
+            problems.update((b[j], f) for j, f in o.failures.items())
 
         for u, (di, si, s, e) in enumerate(units):
             res = results[di]

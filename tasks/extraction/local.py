@@ -20,8 +20,15 @@ import re
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from tasks.extraction.common import (DocResult, check_entity, dedupe_mentions, entity_rejection,
-                                      mention, split_sentences, tokenize)
+from tasks.extraction.common import (
+    DocResult,
+    check_entity,
+    dedupe_mentions,
+    entity_rejection,
+    mention,
+    split_sentences,
+    tokenize,
+)
 from tasks.extraction.gold import GoldDoc
 
 OUTSIDE = "O"

@@ -11,25 +11,26 @@ A relation is [first entity, relation type, second entity] with the type from th
 local pattern extractor uses (tasks.knowledge_graph.relations.RELATIONS; active spellings such as "treats" are
 accepted and turned around). `{"head": .., "relation": .., "tail": ..}` objects are accepted too.
 
-Failure handling mirrors the entity extractor (tasks/extraction/llm.py): replies go through the
-strict data-only parser (tasks.llm.parsing.parse_json_like: JSON or Python-dict style, never eval);
-a sentence whose value does not parse, is missing, or has the wrong shape is retried once with a
-repair turn (the bad reply plus a correction); what the repair does not resolve, and every sentence of
-a request that failed for good (timeouts and 5xx are retried by the client first), becomes a failure
-record with the raw reply text (relation_failures.jsonl). Relations that parse but cannot become
-edges -- an entity not among the sentence's entities, an unknown relation type, head == tail -- are
-item rejections, counted by reason. Nothing is dropped silently.
+Failure handling is the entity extractor's (tasks.extraction.llm.ask_keyed_batches over the project's
+one parse/repair loop, tasks.llm.ask.ask_parsed): replies go through the strict data-only parser
+(tasks.llm.parsing.parse_json_like: JSON or Python-dict style, never eval); a batch reply that leaves a
+sentence unresolved (its value does not parse, is missing, or has the wrong shape) gets one repair turn
+(the bad reply plus a correction), and a repaired reply is used whole; sentences that neither reply
+resolves, and every sentence of a request that failed for good (timeouts and 5xx are retried by the
+client first), become failure records with the raw replies (relation_failures.jsonl, an MLflow
+artifact). Relations that parse but cannot become edges -- an entity not among the sentence's
+entities, an unknown relation type, head == tail -- are item rejections, counted by reason. Nothing is
+dropped silently.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from tasks.extraction.common import normalize_entity
-from tasks.extraction.llm import NONE_WORDS, RAW_CHARS, SYSTEM, make_batches
+from tasks.extraction.llm import NONE_WORDS, SYSTEM, ValueShapeError, ask_keyed_batches, make_batches, parse_keyed_reply
 from tasks.knowledge_graph.relations import (
     RELATION_GLOSS,
     RELATIONS,
@@ -73,53 +74,6 @@ STAT_KEYS = ("batches", "sentences", "parsed_first", "repairs", "parsed_after_re
              "failed_unparseable", "failed_wrong_shape", "failed_missing_sentence", "failed_request_failed",
              "extra_keys", "relations_returned", "relations_kept", "rejected_unknown_entity",
              "rejected_unknown_relation", "rejected_self_loop", "duplicates")
-_KEY = re.compile(r"^\s*sentence\s*[_ ]?(\d+)\s*$", re.IGNORECASE)
-
-
-class ValueShapeError(ValueError):
-    """A sentence's value that has the wrong shape."""
-
-
-def parse_keyed_reply(reply: str, n: int, parse_value: Callable[[object], list]
-                      ) -> tuple[dict[int, list], dict[int, tuple[str, str]], int]:
-    """Parse a `{"Sentence<i>": value}` batch reply for n sentences with `parse_value` per value.
-
-    Returns (parsed items per resolved sentence, (kind, detail) per unresolved sentence, extra keys);
-    kinds: unparseable (no JSON object at all), wrong_shape, missing_sentence.
-    """
-    from tasks.llm.parsing import ParseError, parse_json_like
-
-    try:
-        obj = parse_json_like(reply, expect=dict)
-    except ParseError as e:
-        first = re.search(r"[{\[]", reply or "")
-        if first and first.group() == "[":
-            try:
-                parse_json_like(reply[first.start():], expect=list)
-                return {}, {i: ("wrong_shape", "top level is a list, not an object") for i in range(n)}, 0
-            except ParseError:
-                pass
-        return {}, {i: ("unparseable", str(e)[:300]) for i in range(n)}, 0
-    values: dict[int, object] = {}
-    extra = 0
-    for k, v in obj.items():
-        m = _KEY.match(k) if isinstance(k, str) else None
-        idx = int(m.group(1)) if m else -1
-        if 0 <= idx < n and idx not in values:
-            values[idx] = v
-        else:
-            extra += 1
-    ok: dict[int, list] = {}
-    bad: dict[int, tuple[str, str]] = {}
-    for i in range(n):
-        if i not in values:
-            bad[i] = ("missing_sentence", f"no key Sentence{i}")
-            continue
-        try:
-            ok[i] = parse_value(values[i])
-        except ValueShapeError as e:
-            bad[i] = ("wrong_shape", str(e))
-    return ok, bad, extra
 
 
 def triples(value: object) -> list[tuple[str, str, str]]:
@@ -197,66 +151,23 @@ class LLMRelationExtractor:
             kw["response_format"] = response_format(n, self.params)
         return kw
 
-    def _complete(self, chats: list[list[dict]], sizes: list[int]) -> list:
-        """Replies (str or LLMError) in order, grouped by batch size so each group shares kwargs."""
-        out: list = [None] * len(chats)
-        for n in sorted(set(sizes)):
-            idx = [i for i, s in enumerate(sizes) if s == n]
-            replies = self.client.complete_many([chats[i] for i in idx], return_exceptions=True,
-                                                **self._kwargs(n))
-            for i, r in zip(idx, replies):
-                out[i] = r
-        return out
-
     def extract(self, sentences: Sequence[Sentence]) -> list[Relation]:
-        from tasks.llm.client import LLMError
-
         p = self.params
         ents = [shown_entities(s, self.names, p.max_entities) for s in sentences]
         batches = make_batches([len(s.text) for s in sentences], p.batch_sentences, p.max_batch_chars)
         chats = [batch_messages([sentences[u] for u in b], [ents[u] for u in b]) for b in batches]
         self.stats["batches"] += len(batches)
         self.stats["sentences"] += len(sentences)
-        first = self._complete(chats, [len(b) for b in batches])
-
+        outcomes = ask_keyed_batches(self.client, chats, [len(b) for b in batches],
+                                     lambda reply, n: parse_keyed_reply(reply, n, triples), REPAIR, self._kwargs)
         items: dict[int, list] = {}
         problems: dict[int, dict] = {}
-        repair_chats, repair_batches = [], []
-        for b, chat, reply in zip(batches, chats, first):
-            if isinstance(reply, LLMError):
-                for u in b:
-                    problems[u] = {"kind": "request_failed", "detail": str(reply)[:500], "raw": None}
-                continue
-            ok, bad, extra = parse_keyed_reply(reply, len(b), triples)
-            self.stats["extra_keys"] += extra
-            self.stats["parsed_first"] += len(ok)
-            for j, its in ok.items():
-                items[b[j]] = its
-            if bad:
-                for j, (kind, detail) in bad.items():
-                    problems[b[j]] = {"kind": kind, "detail": detail, "raw": reply[:RAW_CHARS]}
-                fix = REPAIR.format(problem=", ".join(sorted({k for k, _ in bad.values()})), last=len(b) - 1)
-                repair_chats.append(chat + [{"role": "assistant", "content": reply},
-                                            {"role": "user", "content": fix}])
-                repair_batches.append((b, sorted(bad)))
-        if repair_chats:
-            self.stats["repairs"] += len(repair_chats)
-            second = self._complete(repair_chats, [len(b) for b, _ in repair_batches])
-            for (b, todo), reply in zip(repair_batches, second):
-                if isinstance(reply, LLMError):
-                    for j in todo:
-                        problems[b[j]]["raw_repair"] = None
-                        problems[b[j]]["detail"] += f"; repair request failed: {str(reply)[:300]}"
-                    continue
-                ok, bad, _ = parse_keyed_reply(reply, len(b), triples)
-                for j in todo:
-                    if j in ok:
-                        items[b[j]] = ok[j]
-                        del problems[b[j]]
-                        self.stats["parsed_after_repair"] += 1
-                    else:
-                        problems[b[j]]["raw_repair"] = reply[:RAW_CHARS]
-                        problems[b[j]]["detail"] += f"; after repair: {bad[j][0]}: {bad[j][1]}"
+        for b, o in zip(batches, outcomes):
+            for key in ("parsed_first", "parsed_after_repair", "extra_keys"):
+                self.stats[key] += getattr(o, key)
+            self.stats["repairs"] += o.repaired
+            items.update((b[j], its) for j, its in o.items.items())
+            problems.update((b[j], f) for j, f in o.failures.items())
 
         out: list[Relation] = []
         for u, s in enumerate(sentences):

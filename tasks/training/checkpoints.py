@@ -1,6 +1,6 @@
 """Training checkpoints: where they live, whether one is complete, which one to resume.
 
-    root = checkpoint_dir(".cache/cpt_checkpoints", run_key({...}))   # one directory per run identity
+    root = checkpoint_dir(".cache/cpt_checkpoints", run_key({...}))  # one directory per run identity
     ckpt, skipped = latest_complete(root, world_size=2)                # skipped: [{path, reason, detail}]
     check_complete(path, world_size=1)                                 # raises CheckpointError
 
@@ -12,7 +12,8 @@ different one.
 
 A checkpoint is complete when the Trainer finished writing it: the trainer writes files one by
 one, so a kill during a save leaves a directory with some of them. The completion marker
-(`checkpoint_complete.json`, written by the trainer's callback after every rank has saved) lists
+(`checkpoint_complete.json`, written by tasks/training/callbacks/completion_marker.py after every
+rank has saved) lists
 every file with its size; a listed file that is missing or has another size -- a missing shard --
 makes the checkpoint incomplete. Without the marker the required files are checked directly:
 trainer_state.json, the model weights (every shard named by a *.index.json), and the optimizer

@@ -1,99 +1,30 @@
-"""Typed `cpt_order:` and `cpt:` params sections (read by tasks.common.config.load_stage_config,
-so an unknown key or a wrong type fails loudly with its name)."""
+"""The generic training params (a `train:` block of any training stage's params section).
+
+Stage configs (`tasks/cpt_training/config.py`, `tasks/curriculum/config.py`, later mid-training, SFT and
+RL) embed `TrainParams`; tasks.common.config.load_stage_config builds them, so an unknown key or a wrong
+type fails loudly with its name.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from typing import Literal
 
-from tasks.training.data import EncodeParams
-from tasks.curriculum.order import ScheduleParams
-from tasks.training.trainer import TrainParams
 
-
-@dataclass
-class HeldoutParams:
-    """A seeded slice of the CPT corpus never trained on (by cpt_order's warm-up or by cpt)."""
-    fraction: float = 0.03
-    max_samples: int = 300              # perplexity cost is bounded; the rest go back to training
-    kinds: list[str] = field(default_factory=lambda: ["text", "image_text", "ocr"])
-
-
-@dataclass
-class WarmupParams:
-    fraction: float = 0.10              # the paper's "small random subset (e.g., 10%)"
-    min_samples: int = 16
-    train: TrainParams = field(default_factory=lambda: TrainParams(save_steps=0, logging_steps=5, warmup=0.1))
-
-
-@dataclass
-class EmbedParams:
-    layer: int = 0                      # decoder block whose output is pooled; 0 = the middle one
-    batch_size: int = 16
-    max_tokens: int = 256               # embeddings read the beginning of each sample
-
-
-@dataclass
-class UmapParams:
-    n_components: int = 5               # HDBSCAN runs here; the 2-D map is a separate projection
-    n_neighbors: int = 15
-    min_dist: float = 0.0               # tight packing helps density clustering
-    metric: str = "euclidean"
-
-
-@dataclass
-class HdbscanParams:
-    min_cluster_size: int = 0           # 0 = max(5, n // 50)
-    min_samples: int = 0                # 0 = HDBSCAN's default (min_cluster_size)
-    cluster_selection_method: Literal["eom", "leaf"] = "eom"
-
-
-@dataclass
-class CptOrderConfig:
-    in_dir: str = "data/cpt_data/samples"
-    base_model_dir: str = "data/base_model/model"
-    out_dir: str = "data/cpt_order"
-    seed: int = 1234
-    max_samples: int = 0                # 0 = every sample; else a seeded subset (CPU budget)
-    encode: EncodeParams = field(default_factory=EncodeParams)
-    heldout: HeldoutParams = field(default_factory=HeldoutParams)
-    warmup: WarmupParams = field(default_factory=WarmupParams)
-    embed: EmbedParams = field(default_factory=EmbedParams)
-    umap: UmapParams = field(default_factory=UmapParams)
-    hdbscan: HdbscanParams = field(default_factory=HdbscanParams)
-    compactness_sample: int = 200       # members drawn per cluster for the mean pairwise distance
-    noise_placement: Literal["nearest_centroid", "final_region"] = "nearest_centroid"
-    schedule: ScheduleParams = field(default_factory=ScheduleParams)
-
-
-@dataclass
-class ModelLogParams:
-    log_model: bool = True              # mlflow.transformers.log_model of the trained model
-    register: bool = True               # ... and register it in the model registry
-    registered_name: str = "medxiaohe-cpt"
-
-
-@dataclass
-class CptConfig:
-    order_dir: str = "data/cpt_order"   # manifest.jsonl + heldout.jsonl
-    samples_dir: str = "data/cpt_data/samples"
-    base_model_dir: str = "data/base_model/model"
-    out_dir: str = "data/cpt"
-    checkpoint_root: str = ".cache/cpt_checkpoints"
-    seed: int = 1234
-    order: Literal["curriculum", "shuffle"] = "curriculum"
-    encode: EncodeParams = field(default_factory=EncodeParams)
-    train: TrainParams = field(default_factory=TrainParams)
-    eval_batch_size: int = 8
-    deepspeed: str = "tasks/training/ds_zero2.json"   # used when launched with several processes; "" = DDP
-    resume: Literal["auto", "never"] = "auto"       # auto: newest complete checkpoint of this run
-    resume_from: str = ""               # an explicit checkpoint directory (must be complete)
-    keep_checkpoints: bool = False      # delete the run's checkpoints once the model is saved
-    trace_order: bool = True            # one line per micro-batch: step, positions, sample ids
-    mlflow: ModelLogParams = field(default_factory=ModelLogParams)
-
-
-def identity(cfg) -> dict:
-    """Config fields as a plain dict (for run keys and MLflow params)."""
-    return dataclasses.asdict(cfg)
+@dataclasses.dataclass
+class TrainParams:
+    epochs: float = 1.0
+    max_steps: int = 0                  # > 0 overrides epochs
+    batch_size: int = 8                 # per process
+    grad_accum: int = 1
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.01
+    warmup: float = 0.03                # fraction of steps (< 1) or a step count (>= 1)
+    lr_scheduler: str = "cosine"
+    max_grad_norm: float = 1.0
+    logging_steps: int = 10
+    save_steps: int = 50                # checkpoints every N optimizer steps (0: none)
+    save_total_limit: int = 2           # >= 2 keeps a fallback when the newest is cut short
+    threads: int = 2                    # torch CPU threads, split across processes
+    dataloader_workers: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"   # tasks/training/device.py: cuda+bf16 or cpu+fp32

@@ -5,8 +5,9 @@
 
 mlflow.transformers logs a *pipeline*: the VLM goes in as an `image-text-to-text` pipeline built
 from the saved model and its processor (handing mlflow the directory or a component dict fails
-for this task with transformers 5: mlflow cannot infer the processor). mlflow cannot infer the environment of a model it did not build, so
-`pip_requirements` pins the installed versions of what loading the model needs.
+for this task with transformers 5: mlflow cannot infer the processor). mlflow cannot infer the
+environment of a model it did not build, so `pip_requirements` pins the installed versions of what
+loading the model needs.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Load the base model for CPT and save what CPT trained, in the project's checkpoint layout.
+"""Load a model to train and save what was trained, in the project's checkpoint layout.
 
     vlm = load_model("data/base_model/model")   # models.checkpoint.VLM: model, processor, budget, factor
     save_trained(trainer, vlm, out / "model", extra_meta={"stage": "cpt", "order": "curriculum"})
@@ -7,12 +7,17 @@ Loading goes through models.checkpoint.load_vlm: the directory is validated firs
 truncated weight shard is named instead of failing deep inside safetensors), and the image budget
 and pixels-per-visual-token come from the checkpoint's medx_model.json, so CPT sizes images the
 way the model was built for. Saving writes the same layout (weights, processor, medx_model.json),
-so every later stage loads the CPT model exactly like the base model.
+so every later stage loads a trained model exactly like the base model. The Trainer's
+`training_args.bin` (a pickle of TrainingArguments, absolute output directory and launcher state
+included) is not kept: it is not needed to load the model and would make the saved directory, a DVC
+output, depend on where the checkout lives and how the run was launched.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from transformers.trainer import TRAINING_ARGS_NAME
 
 from models.checkpoint import VLM, CheckpointError, load_vlm, write_meta
 
@@ -37,6 +42,7 @@ def save_trained(trainer, vlm: VLM, out_dir: str | Path, *, extra_meta: dict | N
     out = Path(out_dir)
     trainer.save_model(str(out))
     if trainer.args.should_save:
+        (out / TRAINING_ARGS_NAME).unlink(missing_ok=True)
         vlm.processor.save_pretrained(out)
         write_meta(out, variant=vlm.variant, budget=vlm.budget, factor=vlm.factor, tokens=vlm.tokens,
                    extra=extra_meta)

@@ -4,9 +4,9 @@
     sampler = ScheduleSampler(len(dataset), start=640)    # a plain loop resuming after 640 samples
 
 Why a sampler of its own: the Trainer's default is a RandomSampler, which would undo the
-curriculum. This one never shuffles (`set_epoch` changes nothing), so the sequence it yields is a
-pure function of the dataset length; the dataset itself holds the schedule (curriculum or the
-shuffled baseline, decided once when the dataset is built).
+curriculum (or whatever order a stage decided). This one never shuffles (`set_epoch` changes
+nothing), so the sequence it yields is a pure function of the dataset length; the dataset itself
+holds the schedule (curriculum or the shuffled baseline, decided once when the dataset is built).
 
 How a resumed run continues at the right place: the Trainer restores `global_step` from the
 checkpoint and fast-forwards the dataloader past the batches already trained
@@ -15,8 +15,8 @@ this sampler's sequence is deterministic, the first batch after the fast-forward
 one the killed run would have trained next. Under several processes, accelerate hands global
 batch b to rank b % world_size, and each rank skips the same number of its own batches, so the
 global position is the same. What the fast-forward cannot see is a *different* schedule under the
-same run: each checkpoint records the schedule's fingerprint (tasks/training/trainer.py
-CompletionMarkerCallback) and the stage refuses to resume over another one. `start` serves code
+same run: each checkpoint records the schedule's fingerprint (tasks/training/callbacks/
+completion_marker.py) and the stage refuses to resume over another one. `start` serves code
 that drives the sampler without a Trainer (a plain loop resuming by hand).
 """
 

@@ -16,10 +16,13 @@ Two attachers behind one interface (`decide_batch(entities, vectors) -> [Decisio
   candidate parents: a conflict for the resolver.
 - `LLMAttacher`: the paper's Stage 3 prompt with the frozen core's category paths; the reply must carry
   `<Reason>...</Reason><InsertionPath>A.B.Entity</InsertionPath>` whose category prefix exists in the
-  frozen core. Empty, truncated, unparseable or invalid replies get one repair turn, then the entity is
-  unclassified with the reason and the raw replies. The paper's "unclassifiable" answer
+  frozen core. Replies go through the project's one parse/repair loop (`tasks.llm.ask.ask_parsed`):
+  empty, truncated, unparseable or invalid replies get one repair turn, then the entity is unclassified
+  with the reason and the raw replies. The paper's "unclassifiable" answer
   (`<Reason>..</Reason><Reasoning>..</Reasoning>` without a path) is recorded as such, not retried.
-  Several valid paths in one reply are a conflict.
+  Several valid paths in one reply are a conflict. A path's trailing element(s) may name the entity
+  itself; the parse accepts the name of any entity of the batch there (one parse serves the batch), and
+  the decision then checks it names this entity (if not: unclassified, `llm_invalid_path`).
 """
 
 from __future__ import annotations
@@ -152,9 +155,9 @@ Medical Entity Tree:
 
 Medical Entity Nouns:
 {entity}"""
-REPAIR = ("Your answer could not be used: {problem}. Answer again for \"{entity}\" with exactly "
-          "<Reason>...</Reason><InsertionPath>Path.{entity}</InsertionPath>, where Path is one of the "
-          "tree paths listed above, copied exactly.")
+REPAIR = ("Your answer could not be used: {problem}. Answer again for the medical entity noun above with "
+          "exactly <Reason>...</Reason><InsertionPath>Path.Entity</InsertionPath>, where Path is one of the "
+          "tree paths listed above, copied exactly, and Entity is that noun.")
 
 
 class LLMAttacher:
@@ -173,13 +176,17 @@ class LLMAttacher:
         return [{"role": "system", "content": SYSTEM},
                 {"role": "user", "content": PROMPT.format(tree=tree, entity=e.text)}]
 
-    def resolve(self, parts: list[str], e: Entity) -> str | None:
-        """The frozen-core category a path names; its last element(s) may be the entity itself."""
+    @staticmethod
+    def entity_names(e: Entity) -> set[str]:
+        """The names a path may end with for `e` (its norm, surface forms)."""
+        return {norm_name(e.text), norm_name(e.norm), *(norm_name(r["text"]) for r in e.rows)}
+
+    def resolve(self, parts: list[str], names: set[str]) -> str | None:
+        """The frozen-core category a path names; its last element(s) may be one of `names`."""
         tree = self.core.tree
         node = tree.resolve_names(parts)
         if node is not None and node != ROOT_ID:
             return node
-        names = {norm_name(e.text), norm_name(e.norm), *(norm_name(r["text"]) for r in e.rows)}
         for cut in range(len(parts) - 1, 0, -1):
             if norm_name(".".join(parts[cut:])) in names:
                 node = tree.resolve_names(parts[:cut])
@@ -187,13 +194,10 @@ class LLMAttacher:
                     return node
         return None
 
-    def evaluate(self, e: Entity, reply) -> tuple[list[Candidate], str, str]:
-        """(candidates, problem, unclassifiable reasoning); problem "" when usable."""
-        from tasks.llm.client import LLMError
+    def evaluate(self, reply: str, names: set[str]) -> tuple[list[Candidate], str, str]:
+        """(candidates, problem, unclassifiable reasoning) of a reply; problem "" when usable."""
         from tasks.llm.parsing import extract_tags
-        if isinstance(reply, LLMError):
-            return [], "request_failed", str(reply)[:300]
-        if not isinstance(reply, str) or not reply.strip():
+        if not reply.strip():
             return [], "empty_reply", ""
         reasons = extract_tags(reply, "Reason")
         paths = extract_tags(reply, "InsertionPath")
@@ -206,7 +210,7 @@ class LLMAttacher:
         bad = []
         for p in paths:
             parts = [s.strip() for s in p.split(".")]
-            node = self.resolve(parts, e) if p and all(parts) else None
+            node = self.resolve(parts, names) if p and all(parts) else None
             if node is None:
                 bad.append(p[:120])
             elif node not in found:
@@ -217,48 +221,44 @@ class LLMAttacher:
         return list(found.values()), "", ""
 
     def decide_batch(self, entities: list[Entity], vectors=None) -> list[Decision]:
-        first = [self.messages(e) for e in entities]
-        replies = self.client.complete_many(first, return_exceptions=True) if first else []
+        from tasks.llm.ask import RAW_CHARS, ask_parsed
+
+        batch_names = set().union(*(self.entity_names(e) for e in entities)) if entities else set()
+        seen: dict[str, tuple] = {}      # raw text a failure records -> (candidates, problem, info)
+
+        def parse(reply: str):
+            _, problem, info = seen[reply[:RAW_CHARS]] = self.evaluate(reply, batch_names)
+            if problem:
+                raise ValueError(_problem_text(problem, info))
+            return reply
+
+        answers = ask_parsed(self.client, [self.messages(e) for e in entities], parse, REPAIR) if entities else []
         out: list[Decision] = []
-        repair: dict[int, list[dict]] = {}
-        problems: dict[int, tuple[str, str]] = {}
-        for i, (e, reply) in enumerate(zip(entities, replies)):
+        for e, a in zip(entities, answers):
             self.stats["asked"] += 1
-            d = Decision(e, self.method, raw=[reply if isinstance(reply, str) else ""])
-            cands, problem, info = self.evaluate(e, reply)
-            out.append(d)
-            if problem == "request_failed":
-                d.reason, d.detail = "llm_request_failed", info
-            elif problem:
-                problems[i] = (problem, info)
-                repair[i] = first[i] + [
-                    {"role": "assistant", "content": reply or ""},
-                    {"role": "user", "content": REPAIR.format(problem=_problem_text(problem, info),
-                                                              entity=e.text)}]
-            elif cands:
-                d.candidates = cands
-                self.stats["parsed_first"] += 1
-            else:
-                d.reason, d.detail = "llm_unclassifiable", info
-        if repair:
-            idx = list(repair)
-            self.stats["repairs"] += len(idx)
-            again = self.client.complete_many([repair[i] for i in idx], return_exceptions=True)
-            for i, reply in zip(idx, again):
-                d = out[i]
-                d.raw.append(reply if isinstance(reply, str) else "")
-                cands, problem, info = self.evaluate(d.entity, reply)
-                if problem == "request_failed":
-                    d.reason, d.detail = "llm_request_failed", info
-                elif problem:
-                    first_problem, first_info = problems[i]
-                    d.reason = f"llm_{problem}"
-                    d.detail = f"first reply: {first_problem} {first_info}; repair: {problem} {info}"
+            f = a.failure
+            if a.ok:
+                reply, repaired = a.value, a.repaired
+                d = Decision(e, self.method, raw=[reply])
+                cands, problem, info = self.evaluate(reply, self.entity_names(e))
+                if problem:                     # the path ends with another entity of the batch
+                    d.reason, d.detail = f"llm_{problem}", info
                 elif cands:
                     d.candidates = cands
-                    self.stats["parsed_after_repair"] += 1
+                    self.stats["parsed_after_repair" if repaired else "parsed_first"] += 1
                 else:
                     d.reason, d.detail = "llm_unclassifiable", info
+            elif f["kind"] == "request_failed":
+                d = Decision(e, self.method, reason="llm_request_failed", detail=f["detail"][:300], raw=[""])
+            elif f.get("raw_repair") is None:   # the repair request itself failed
+                d = Decision(e, self.method, reason="llm_request_failed", raw=[f["raw"], ""],
+                             detail=f["detail"].split("; repair request failed: ", 1)[-1])
+            else:
+                (_, p1, i1), (_, p2, i2) = seen[f["raw"]], seen[f["raw_repair"]]
+                d = Decision(e, self.method, reason=f"llm_{p2}", detail=f"first reply: {p1} {i1}; repair: {p2} {i2}",
+                             raw=[f["raw"], f["raw_repair"]])
+            self.stats["repairs"] += a.repaired if a.ok else f["kind"] != "request_failed"
+            out.append(d)
         for d in out:
             if d.reason == "llm_unclassifiable":
                 self.stats["unclassifiable"] += 1

@@ -1,8 +1,9 @@
-"""The entity_tree stage's config and run function (no DVC, no MLflow: see tasks/entity_tree.py)."""
+"""The entity_tree stage's config and logic (no DVC, no MLflow: see tasks/entity_tree.py)."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 
-from tasks.common.io import dumps, write_json
+from tasks.common.io import write_json, write_jsonl
 from tasks.tree.attach import AttachResult, LLMAttacher, LocalAttacher, attach_all
 from tasks.tree.build import ROOT_ID, BuildParams, FrozenCore, build_core, select_core
 from tasks.tree.conflicts import EvidenceIndex, LLMResolver, LocalResolver, ResolverParams
@@ -79,8 +80,17 @@ def _resolve_path(p: str, base: Path | None = None) -> Path | None:
     return resolve(p)
 
 
-def run(cfg: EntityTreeConfig, out: Path, client=None, log=print) -> dict:
-    """Build, attach, resolve, write every output into `out`; returns summary.json's content."""
+@dataclass
+class TreeResult:
+    summary: dict                    # summary.json (read == kept + rejected over input rows)
+    metrics: dict                    # MLflow only: tiers, k and silhouette per level, conflicts, timings
+    line: str                        # what the stage prints when it ends
+
+
+def build_tree(cfg: EntityTreeConfig, out: Path, client=None) -> TreeResult:
+    """Build, attach, resolve, write every output but summary.json into `out` (tree.json,
+    attachments.jsonl, unclassified.jsonl, conflicts_audit.jsonl, tree_top.png, naming_failures.jsonl
+    with namer=llm)."""
     from tasks.common.config import resolve
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
@@ -140,11 +150,11 @@ def run(cfg: EntityTreeConfig, out: Path, client=None, log=print) -> dict:
 
     unclassified = rejected_rows + res.unclassified
     write_json(out / "tree.json", tree.to_json())
-    _write_jsonl(out / "attachments.jsonl", res.attachments)
-    _write_jsonl(out / "unclassified.jsonl", unclassified)
-    _write_jsonl(out / "conflicts_audit.jsonl", res.audits)
+    write_jsonl(out / "attachments.jsonl", res.attachments)
+    write_jsonl(out / "unclassified.jsonl", unclassified)
+    write_jsonl(out / "conflicts_audit.jsonl", res.audits)
     if cfg.namer == "llm":
-        _write_jsonl(out / "naming_failures.jsonl", naming_failures)
+        write_jsonl(out / "naming_failures.jsonl", naming_failures)
     render_top(tree, out / "tree_top.png", max_tier=cfg.render.max_tier,
                max_children=cfg.render.max_children)
 
@@ -186,16 +196,28 @@ def run(cfg: EntityTreeConfig, out: Path, client=None, log=print) -> dict:
         summary["attacher_stats"] = attacher.stats
     if cfg.resolver == "llm":
         summary["resolver_stats"] = resolver.stats
-    if summary["read"] != summary["kept"] + summary["rejected"]:
-        raise RuntimeError(f"accounting broken: read={summary['read']} kept={summary['kept']} "
-                           f"rejected={summary['rejected']}")
-    write_json(out / "summary.json", summary)
     timings["total_s"] = time.perf_counter() - t0
-    log(f"entity_tree: read={read} kept={summary['kept']} rejected={summary['rejected']} "
-        f"core={len(core_idx)} attached={len(res.attachments)} unclassified={len(res.unclassified)} "
-        f"conflicts={len(res.audits)} tiers={tiers} ({timings['total_s']:.1f}s)")
-    summary["_timings"] = timings     # for MLflow only; removed by the shell, not in summary.json
-    return summary
+    line = (f"read={read} kept={summary['kept']} rejected={summary['rejected']} core={len(core_idx)} "
+            f"attached={len(res.attachments)} unclassified={len(res.unclassified)} conflicts={len(res.audits)} "
+            f"tiers={tiers} ({timings['total_s']:.1f}s)")
+    return TreeResult(summary, {**tree_metrics(summary), **timings}, line)
+
+
+def _metric_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-/ ]", "_", s)
+
+
+def tree_metrics(summary: dict) -> dict[str, float]:
+    """Nodes and categories per tier, chosen k and silhouette per level, conflicts by decider."""
+    m = {f"nodes.tier{t}": c for t, c in summary["nodes_per_tier"].items()}
+    m.update({f"categories.tier{t}": c for t, c in summary["categories_per_tier"].items()})
+    for lv in summary["levels"]:
+        key = f"{_metric_name(lv['group'])}.L{lv['level']}"
+        m[f"k.{key}"] = lv["chosen_k"]
+        m[f"silhouette.{key}"] = lv["best_silhouette"]
+    for k, v in summary["conflicts_decided_by"].items():
+        m[f"conflicts.{k}"] = v
+    return m
 
 
 def _check_evidence_sources(cfg: EntityTreeConfig, data_root: Path) -> None:
@@ -212,8 +234,3 @@ def tree_params(cfg: EntityTreeConfig) -> dict:
     for k in ("in_dir", "out_dir", "data_root"):
         d.pop(k, None)
     return d
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(dumps(r) + "\n" for r in rows)

@@ -2,8 +2,7 @@ import json
 
 import pytest
 
-from tasks.common.io import (PathEscapeError, StageSink, atomic_output_dir, iter_jsonl, iter_records,
-                             safe_join)
+from tasks.common.io import PathEscapeError, StageSink, atomic_output_dir, iter_jsonl, iter_records, safe_join
 from tasks.common.records import make_record, rejection
 
 

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from tasks import collect
-from tasks.common.stage import main
 from tasks.common.io import iter_jsonl, shard_paths
+from tasks.common.stage import main
 from tasks.corpus.connectors import CONNECTORS, SourceContext
 from tasks.corpus.images import ImageStore
 
@@ -129,7 +129,7 @@ def test_collect_quarantines_every_bad_input(hostile_root: Path, tmp_path: Path)
     assert summary["read"] == summary["kept"] + summary["rejected"]
     reasons = summary["rejected_by_reason"]
     for reason in ("invalid_utf8", "malformed_pubtator", "empty_file", "text_too_large", "xml_parse_error",
-                   "unsafe_xml", "truncated_file", "corrupt_image", "decompression_bomb",
+                   "unsafe_xml", "truncated_file", "corrupt_image", "too_many_pixels",
                    "path_escapes_root", "missing_image", "missing_field", "bad_json", "no_answer",
                    "no_abstract", "bad_label"):
         assert reasons.get(reason, 0) >= 1, (reason, reasons)

@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from met.test_map_fixtures import write_tree
+from mapping.test_map_fixtures import write_tree
 from PIL import Image
 
+from tasks import cpt_data
+from tasks.common.stage import main
+from tasks.cpt_synthesis.run import item_rejection
 from tasks.cpt_synthesis.samples import validate_sample
 
 kg_graph = pytest.importorskip("tasks.knowledge_graph.graph")
@@ -57,14 +60,13 @@ def fixtures(tmp_path):
 
 
 def test_stage_end_to_end_and_deterministic(tmp_path):
-    import tasks.cpt_data as stage
     args = fixtures(tmp_path)
-    summary = stage.main([*args, f"out_dir={tmp_path / 'out'}"])
+    summary = main(cpt_data.STAGE, [*args, f"out_dir={tmp_path / 'out'}"])
     assert summary["read"] == 4 == summary["kept"] + summary["rejected"] and summary["rejected_by_reason"] == {"bad_json": 1}
     tasks = summary["samples_by_task"]
     assert {"atomic_qa", "aggregated_qa", "passage", "caption", "caption_refined", "instruction_descriptive",
             "ocr_transcription", "ocr_qa"} <= set(tasks)
-    assert summary["parts"]["image_check"]["rejected_by_reason"] == {"image_too_small": 1}
+    assert summary["parts"]["image_check"]["rejected_by_reason"] == {"too_small": 1}
     assert summary["parts"]["atomic_qa"]["rejected_by_reason"] == {}          # co_occurs edge not in the input
     assert summary["perplexity"] == {"enabled": False, "skipped": "base_model is not set"}
     # the mixture (expected 1, 2, 3 views) reaches the samples: the text document 3 times, image documents
@@ -81,7 +83,11 @@ def test_stage_end_to_end_and_deterministic(tmp_path):
     ocr_images = [s["images"][0]["path"] for s in samples if s["kind"] == "ocr"]
     assert all((out / "images" / p.split("/images/")[1]).exists() for p in ocr_images)
     items = [r for p in (out / "rejected_items").glob("part-*.jsonl") for r in read_jsonl(p)]
-    assert {(r["part"], r["reason"]) for r in items} >= {("image_check", "image_too_small")}
+    assert {(r["part"], r["reason"]) for r in items} >= {("image_check", "too_small")}
+    rejected = read_jsonl(out / "rejected" / "part-00000.jsonl")
+    assert [r["reason"] for r in rejected] == ["bad_json"] and set(rejected[0]) == {"reason", "detail", "locator"}
+    # both rejection files hold records.rejection entries (rejected_items/ adds the part)
+    assert all({"reason", "detail", "part"} <= set(r) and ("record" in r or "locator" in r) for r in items)
     mixture = read_jsonl(out / "mixture.jsonl")
     assert sum(r["repeats"] for r in mixture) == 6 and mixture[0]["doc_id"] == "vqa_rad-1"
     documents = [s for s in samples if s["task"] == "document"]
@@ -89,6 +95,25 @@ def test_stage_end_to_end_and_deterministic(tmp_path):
     assert all(s["text"] == "Asthma causes wheezing." for s in documents)
     assert not (out / "kept").exists()
 
+    import mlflow
+
+    from tasks.common.tracking import EXPERIMENT, tracking_uri
+    mlflow.set_tracking_uri(tracking_uri())
+    (run,) = mlflow.search_runs(experiment_names=[EXPERIMENT], output_format="list")
+    m = run.data.metrics
+    # the names MLflow has always had: accounting, samples per task, per-part counts, timings
+    assert (m["read"], m["kept"], m["rejected"], m["rejected.bad_json"]) == (4, 4 - 1, 1, 1)
+    assert m["samples.document"] == 3 and m["parts.image_check.rejected"] == 1 and m["samples"] == summary["samples"]
+    assert m["ocr_images_per_s"] > 0 and "total_s" in m and "kg_text_s" in m
+
     first = {name: (out / name).read_bytes() for name in ("samples/part-00000.jsonl", "mixture.jsonl")}
-    stage.main([*args, f"out_dir={out}"])                       # image paths name out_dir: same dir, same bytes
+    main(cpt_data.STAGE, [*args, f"out_dir={out}"])             # image paths name out_dir: same dir, same bytes
     assert all((out / name).read_bytes() == data for name, data in first.items())
+
+
+def test_rejected_item_entries_have_the_rejection_shape():
+    entry = item_rejection("image_check", {"reason": "too_small", "detail": "1x1", "item": {"id": "x", "source_ids": ["a"]}})
+    assert entry == {"part": "image_check", "reason": "too_small", "detail": "1x1", "id": "x", "source": None,
+                     "record": {"id": "x", "source_ids": ["a"]}}
+    assert item_rejection("ocr", {"reason": "r", "detail": "", "item": 3}) == {
+        "part": "ocr", "reason": "r", "detail": "", "locator": "3"}

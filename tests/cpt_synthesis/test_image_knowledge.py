@@ -72,7 +72,7 @@ def test_bad_images_have_reasons_and_odd_modes_are_converted(tmp_path):
     (tmp_path / "bad.png").write_bytes(b"\x89PNG not really")
     unit = image_units([pmnist("bad", "normal", {"path": "bad.png", "sha256": "f" * 64})]).kept[0]
     results["bad.png"] = check_unit_image(unit, tmp_path, ImageLimits(), store.put_bytes)
-    assert results["tiny.png"][1] == "image_too_small" and results["strip.png"][1] == "extreme_aspect_ratio"
+    assert results["tiny.png"][1] == "too_small" and results["strip.png"][1] == "extreme_aspect_ratio"
     assert results["bad.png"][1] == "corrupt_image"
     gray = results["gray.png"][0]
     assert gray.image["path"] == "gray.png" and gray.notes == []                  # grayscale kept as is

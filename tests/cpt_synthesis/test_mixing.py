@@ -21,7 +21,7 @@ def test_counts_are_floor_or_ceil_and_sum_to_budget():
     zero = next(r for r in out.kept if r["doc_id"] == "d4")
     assert zero["repeats"] == 0 and report["max_abs_dev_from_expected"] < 1
     assert mixing_plan(ROWS, 17, 3)[0].kept == out.kept                              # seeded
-    assert set(report["views_by_entity_count"]) == {"0", "1-2", "3-5", "6+"}
+    assert set(report["views_by_entity_count"]) == {"0", "1-2", "3-5", "6_or_more"}
 
 
 def test_unbiased_over_seeds():

@@ -1,18 +1,28 @@
-"""The CLI (`python -m eval`) and the `eval` stage shell (tasks/eval.py): outputs, MLflow run,
-progression, and the same checkpoint evaluated twice giving identical files."""
+"""The CLI (`python -m eval`) and the stages `eval` (tasks/eval.py) and `eval_progression`
+(tasks/eval_progression.py) on the stage contract: outputs, MLflow run, progression, and the same
+checkpoint evaluated in two checkouts at different paths giving identical files."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+import yaml
 
 from eval.cli import main as cli_main
+from eval.harness import ByoConfig, EvalConfig, JudgeConfig, uses_llm
+from eval.progression import ProgressionConfig
+from tasks import eval as eval_stage
+from tasks import eval_progression
+from tasks.common.config import ConfigError
+from tasks.common.stage import main
 from tasks.common.tracking import EXPERIMENT
-from tasks.eval import main as stage_main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = Path(__file__).resolve().parents[2]
+OUTPUTS = ("items.jsonl", "metrics.json", "summary.json", "report.md", "table.csv", "scores_plot.json")
 
 
 def test_cli_predictions_and_list(tmp_path, capsys):
@@ -35,30 +45,80 @@ def test_cli_as_a_module_reports_bad_arguments(tmp_path):
     assert proc.returncode == 2 and "one of the arguments --model --endpoint --predictions is required" in proc.stderr
 
 
-def test_stage_evaluates_one_checkpoint_twice_identically_and_logs_mlflow(tiny_llama, tmp_path):
+def checkout(where: Path, model: Path, data_root: Path) -> Path:
+    """A minimal project root at `where`: params.yaml (data_root pointed at the real data) and the
+    checkpoint at data/model, as a DVC run of eval@<checkpoint> finds it."""
+    where.mkdir(parents=True)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data_root"] = str(data_root)
+    (where / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (where / "data").mkdir()
+    (where / "data" / "model").symlink_to(model, target_is_directory=True)
+    return where
+
+
+def test_stage_outputs_are_identical_across_checkouts_and_free_of_their_paths(tiny_llama, data_root, tmp_path,
+                                                                              monkeypatch):
     import mlflow
 
-    args = ["checkpoint=tiny", f"model_path={tiny_llama}", "benchmarks=[medqa,pubmedqa]", "limit=3",
-            "max_new_tokens=4", f"out_root={tmp_path / 'eval'}", f"work_root={tmp_path / 'work'}"]
-    metrics = stage_main(args)
-    out = tmp_path / "eval" / "tiny"
+    args = ["checkpoint=tiny", "model_path=data/model", "benchmarks=[medqa,pubmedqa]", "limit=3",
+            "max_new_tokens=4", "device=cpu"]
+    outs = {}
+    for name in ("a", "bb"):                           # two checkouts, paths of different lengths
+        project = checkout(tmp_path / name / "medx", tiny_llama, data_root)
+        monkeypatch.setenv("MEDX_PROJECT_ROOT", str(project))
+        summary = main(eval_stage.STAGE, args)
+        out = project / "data" / "eval" / "tiny"
+        outs[name] = {n: (out / n).read_bytes() for n in OUTPUTS}
+        for n, blob in outs[name].items():
+            assert str(project).encode() not in blob and str(tmp_path).encode() not in blob, n
+        assert summary["model"]["path"] == "data/model" and summary["model"]["device"] == "cpu/float32"
+        assert summary["decontamination_report"] == "data/clean/decontamination_report.jsonl"
+        assert json.loads(outs[name]["summary.json"]) == summary
+    assert outs["a"] == outs["bb"]
+    assert "Model: `{\"adapter\": \"hf\"" in outs["a"]["report.md"].decode()
+
+    metrics = json.loads(outs["a"]["metrics.json"])
     assert set(metrics["benchmarks"]) == {"medqa", "pubmedqa"}
     assert metrics["benchmarks"]["medqa"]["loglik"]["n"] == 3 and metrics["benchmarks"]["medqa"]["generate"]["n"] == 3
-    first = {n: (out / n).read_bytes() for n in ("metrics.json", "items.jsonl", "report.md", "scores_plot.json")}
-    stage_main([*args, f"work_root={tmp_path / 'work2'}"])                 # from scratch, not resumed
-    assert {n: (out / n).read_bytes() for n in first} == first
 
     runs = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="tags.stage = 'eval@tiny'",
                               output_format="list")
-    assert len(runs) == 2 and runs[0].data.tags["checkpoint"] == "tiny"
+    assert len(runs) == 2 and runs[0].info.run_name == "eval@tiny" and runs[0].data.tags["checkpoint"] == "tiny"
     m = runs[0].data.metrics
     assert "benchmarks.medqa.generate.score" in m and "categories.medical_text.loglik" in m
-    assert m["throughput.generate_items_per_s"] > 0
+    assert m["benchmarks.medqa.generate.n"] == 3 and m["throughput.generate_items_per_s"] > 0
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs[0].info.run_id, "eval")}
-    assert {"eval/report.md", "eval/table.csv", "eval/scores.png", "eval/table.json"} <= arts
+    assert {"eval/report.md", "eval/table.csv", "eval/scores.png", "eval/table.json", "eval/summary.json"} <= arts
 
-    # a second checkpoint, then the progression stage over both
-    stage_main([*args, "checkpoint=base", "modes=[generate]"])
-    res = stage_main(["progression", f"root={tmp_path / 'eval'}", f"out={tmp_path / 'prog'}"])
-    assert res["checkpoints"] == ["base", "tiny"]
-    assert (tmp_path / "prog" / "progression.png").exists()
+    # a second checkpoint, then the progression stage over both (its defaults: data/eval -> data/eval_progression)
+    main(eval_stage.STAGE, [*args, "checkpoint=base", "modes=[generate]"])
+    res = main(eval_progression.STAGE, [])
+    assert res == {"checkpoints": ["base", "tiny"], "rows": res["rows"]} and res["rows"] > 0
+    prog = project / "data" / "eval_progression"
+    assert sorted(p.name for p in prog.iterdir()) == sorted(
+        ["progression.json", "progression_plot.json", "progression_metrics.json", "progression.md",
+         "progression.csv", "progression.png"])                  # file names unchanged: no summary.json
+    (run,) = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="tags.stage = 'eval_progression'",
+                                output_format="list")
+    m = run.data.metrics
+    assert m["tiny.medqa.generate.delta"] == pytest.approx(m["tiny.medqa.generate.score"] - m["base.medqa.generate.score"])
+    assert "tiny.medqa.loglik.score" in m and "tiny.medqa.loglik.delta" not in m          # base has no loglik
+
+
+def test_stage_configs_reject_unknown_keys_and_devices():
+    with pytest.raises(ConfigError, match="device"):
+        main(eval_stage.STAGE, ["checkpoint=x", "predictions=p.jsonl", "device=tpu"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        main(eval_progression.STAGE, ["roots=data/eval"])
+    assert ProgressionConfig() == ProgressionConfig("data/eval", "data/eval_progression")
+
+
+def test_the_runner_opens_the_llm_client_only_when_the_run_needs_it():
+    assert not uses_llm(EvalConfig(model_path="m"))
+    assert not uses_llm(EvalConfig(model_path="m", judge=JudgeConfig(method="llm")))     # no long-form benchmark
+    longform = {"reports": ByoConfig("r.jsonl", "longform", "medical_report")}
+    assert uses_llm(EvalConfig(model_path="m", byo=longform, judge=JudgeConfig(method="llm")))
+    assert not uses_llm(EvalConfig(model_path="m", byo=longform))                         # the local judge
+    assert uses_llm(EvalConfig(endpoint="local"))                                         # the pipeline's server
+    assert not uses_llm(EvalConfig(endpoint="http://host:8000/v1"))   # the model under test opens its own

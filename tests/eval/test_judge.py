@@ -98,3 +98,32 @@ def test_llm_judge_on_the_local_server(local_llm):
         assert 0.0 <= v.score <= 1.0 and v.method == "llm" and v.key_points == 3
         assert v.failure in (None, "judge_unparsed") and (v.failure is None or v.score == 0.0)
     assert (again.score, again.failure) == (verdicts[1].score, verdicts[1].failure)
+
+
+def test_stage_llm_judge_uses_the_runners_client(tmp_path, data_root):
+    """judge.method=llm through the `eval` stage: the runner opens the `llm:` client (here a scripted
+    endpoint as llm.base_url), the judge grades with it, and its request counts reach MLflow only."""
+    import mlflow
+
+    from tasks import eval as eval_stage
+    from tasks.common.stage import main
+    from tasks.common.tracking import EXPERIMENT
+
+    bench = tmp_path / "reports.jsonl"
+    bench.write_text("".join(json.dumps({"id": i, "question": "Write the findings.",
+                                         "reference": "No acute disease. Heart normal."}) + "\n" for i in range(3)))
+    preds = tmp_path / "preds.jsonl"
+    preds.write_text("".join(json.dumps({"benchmark": "reports", "id": str(i), "output": f"No acute disease {i}."})
+                             + "\n" for i in range(3)))
+    with ScriptedEndpoint(lambda m: (200, '{"covered": [1], "unsupported": []}')) as ep:
+        summary = main(eval_stage.STAGE, [
+            "checkpoint=judged", f"predictions={preds}", "benchmarks=[]", "judge.method=llm",
+            f"byo.reports={{path: {bench}, family: longform, category: medical_report}}",
+            f"out_root={tmp_path / 'eval'}", f"work_root={tmp_path / 'work'}", f"data_root={data_root}",
+            f"llm.base_url={ep.url}", "llm.model=m", "llm.cache_dir=", "llm.max_retries=0"])
+    assert len(ep.requests) == 3 and summary["benchmarks"]["reports"]["family"] == "longform"
+    metrics = json.loads((tmp_path / "eval" / "judged" / "metrics.json").read_text())
+    assert metrics["benchmarks"]["reports"]["generate"]["score"] == pytest.approx(0.5)
+    (run,) = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="tags.stage = 'eval@judged'",
+                                output_format="list")
+    assert run.data.metrics["llm_requests"] == 3 and run.data.params["llm.base_url"] == ep.url

@@ -128,3 +128,29 @@ def test_checkpoint_identity_and_errors(tiny_llama, tmp_path):
     assert a == b and a["adapter"] == "hf" and len(a["digest"]) == 16
     with pytest.raises(AdapterError, match="config.json"):
         HFModel(tmp_path)
+
+
+def test_device_auto_is_the_cpu_in_float32_without_a_gpu(tiny_llama, medqa, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    model = HFModel(tiny_llama, device="auto")
+    assert model.describe()["device"] == "cpu/float32"
+    assert next(model.model.parameters()).dtype == torch.float32
+    assert ll(model, medqa[:2]) == ll(HFModel(tiny_llama, device="cpu"), medqa[:2])
+    from tasks.training.device import DeviceError
+
+    with pytest.raises(DeviceError, match="no GPU"):
+        HFModel(tiny_llama, device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_device_auto_on_a_gpu_is_cuda_in_bfloat16(tiny_llama, tiny_llava, medqa, vqa):
+    model = HFModel(tiny_llama, device="auto", batch_size=3)
+    assert model.describe()["device"] == "cuda/bfloat16"
+    p = next(model.model.parameters())
+    assert p.device.type == "cuda" and p.dtype == torch.bfloat16
+    outs = gen(model, medqa, 4)
+    assert all(isinstance(o, str) for o in outs) and gen(model, medqa, 4) == outs        # greedy repeats
+    gpu, cpu = ll(model, medqa), ll(HFModel(tiny_llama, device="cpu"), medqa)
+    assert flat(gpu) == pytest.approx(flat(cpu), rel=0.05, abs=0.5)                        # bf16 vs float32
+    vision = HFModel(tiny_llava, device="cuda", batch_size=2)
+    assert len(gen(vision, vqa, 4)) == len(vqa) and len(ll(vision, [i for i in vqa if i.kind == "yesno"])) >= 0

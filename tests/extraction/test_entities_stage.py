@@ -1,6 +1,8 @@
-"""The `entities` stage shell end to end on a small synthetic quality output (records in the record
+"""The `entities` stage end to end on a small synthetic quality output (records in the record
 schema, written with ShardedJsonlWriter, plus a bad line and a record missing a field): outputs,
-read == kept + rejected, re-run identity, MLflow; and the llm extractor against a scripted endpoint."""
+read == kept + rejected, documents and entities rejected apart, re-run identity, MLflow; the LLM side by
+side (MLflow only: outputs do not depend on what the endpoint answers); and the llm extractor against a
+scripted endpoint."""
 
 from __future__ import annotations
 
@@ -11,8 +13,10 @@ from pathlib import Path
 import pytest
 from scripted_endpoint import ScriptedEndpoint
 
+from tasks import entities
 from tasks.common.io import ShardedJsonlWriter, shard_paths
 from tasks.common.records import make_record
+from tasks.common.stage import main
 from tasks.extraction.gold import read_pubtator_file
 
 FAST = ["profile=tiny", "crf.max_train_docs=60", "crf.max_iterations=20", "eval.local_max_docs=30",
@@ -49,10 +53,9 @@ def outputs(out: Path) -> dict[str, bytes]:
 
 def test_stage_local_end_to_end(kept_dir, tmp_path):
     import mlflow
-    import tasks.entities as stage
 
     out = tmp_path / "entities"
-    summary = stage.main([f"in_dir={kept_dir}", f"out_dir={out}", "eval.llm_docs=0", *FAST])
+    summary = main(entities.STAGE, [f"in_dir={kept_dir}", f"out_dir={out}", "eval.llm_docs=0", *FAST])
     assert (summary["read"], summary["kept"], summary["rejected"]) == (19, 17, 2)
     assert summary["read"] == summary["kept"] + summary["rejected"]
     assert summary["rejected_by_reason"] == {"bad_json": 1, "missing_field": 1}
@@ -81,13 +84,14 @@ def test_stage_local_end_to_end(kept_dir, tmp_path):
     for r in table:
         assert set(r) == {"norm", "text", "type", "count", "doc_count"}
         assert r["count"] == counts[r["norm"]] >= 2 and r["doc_count"] >= 1
-    rejected = read_jsonl(shard_paths(out / "rejected"))
-    docs_rej = [r for r in rejected if r["unit"] == "document"]
-    ents_rej = [r for r in rejected if r["unit"] == "entity"]
+    docs_rej = read_jsonl(shard_paths(out / "rejected"))            # documents only
+    ents_rej = read_jsonl(shard_paths(out / "rejected_entities"))   # the second unit, apart
     assert sorted(r["reason"] for r in docs_rej) == ["bad_json", "missing_field"]
     assert next(r for r in docs_rej if r["reason"] == "bad_json")["locator"].endswith("part-00002.jsonl:5")
     assert {r["reason"] for r in ents_rej} <= {"rare_entity", "rare_type", "empty", "too_long"}
     assert len(ents_rej) == summary["entities_rejected"]
+    assert all(set(r) >= {"reason", "detail", "record"} and "norm" in r["record"] for r in ents_rej
+               if r["reason"].startswith("rare_"))
     assert len(table) + sum(r["reason"] in ("rare_entity", "rare_type") for r in ents_rej) == \
         summary["entities_unique"]
 
@@ -107,22 +111,60 @@ def test_stage_local_end_to_end(kept_dir, tmp_path):
 
     # a re-run gives byte-identical outputs (model file included)
     again = tmp_path / "again"
-    stage.main([f"in_dir={kept_dir}", f"out_dir={again}", "eval.llm_docs=0", *FAST])
+    main(entities.STAGE, [f"in_dir={kept_dir}", f"out_dir={again}", "eval.llm_docs=0", *FAST])
     assert outputs(again) == outputs(out)
 
 
+def test_side_by_side_llm_goes_to_mlflow_not_to_the_outputs(kept_dir, tmp_path):
+    """extractor=local with eval.llm_docs > 0: two endpoints answering differently (two machines) give
+    byte-identical data/entities; the LLM's scores and failures are MLflow metrics and artifacts."""
+    import mlflow
+
+    def garbled(messages):
+        return 200, "I am sorry, I cannot help with that."
+
+    runs = {}
+    for name, reply in (("a", first_word_as_disease), ("b", garbled)):
+        out = tmp_path / name
+        with ScriptedEndpoint(reply) as ep:
+            summary = main(entities.STAGE, [f"in_dir={kept_dir}", f"out_dir={out}", "eval.llm_docs=2",
+                                             "llm_extract.constrained_json=false", f"llm.base_url={ep.url}",
+                                             f"llm.cache_dir={tmp_path / f'cache-{name}'}",
+                                             "llm.max_retries=0", *FAST])
+        runs[name] = (out, summary)
+    (out_a, sum_a), (out_b, sum_b) = runs["a"], runs["b"]
+    assert outputs(out_a) == outputs(out_b) and sum_a == sum_b
+    assert "llm_extract" not in sum_a and set(sum_a["eval_micro_f1"]) == {"local"}
+    assert sum_a["llm_failed_sentences"] == 0 and (out_a / "llm_failures.jsonl").read_text() == ""
+    ev = json.loads((out_a / "extraction_eval.json").read_text())
+    assert "llm" not in ev and "local_on_llm_sample" not in ev and "llm_sample_doc_ids" not in ev
+
+    client = mlflow.MlflowClient()
+    by_name = {}
+    for run in client.search_runs([mlflow.get_experiment_by_name("medxiaohe-pipeline").experiment_id]):
+        arts = {a.path for a in client.list_artifacts(run.info.run_id, "llm_comparison")}
+        by_name[run.data.metrics["eval.llm.failed_sentences"]] = (run, arts)
+    (ok_run, _), (bad_run, bad_arts) = by_name[0], by_name[max(by_name)]
+    assert max(by_name) > 0                                     # the garbled endpoint's failures ...
+    assert {"llm_comparison/extraction_eval_llm.json", "llm_comparison/llm_failures.jsonl"} <= bad_arts
+    path = client.download_artifacts(bad_run.info.run_id, "llm_comparison/llm_failures.jsonl", str(tmp_path))
+    fails = read_jsonl([path])                                  # ... with the raw replies, in MLflow
+    assert fails and all(f["phase"] == "eval" and f["raw"].startswith("I am sorry") for f in fails)
+    m = ok_run.data.metrics
+    assert "eval.llm.Disease.f1" in m and "eval.local_on_llm_sample.micro.f1" in m and "llm_extract.batches" in m
+
+
 def test_stage_refuses_missing_input_and_bad_params(tmp_path):
-    import tasks.entities as stage
     from tasks.common.config import ConfigError
 
     with pytest.raises(SystemExit, match="no input shards"):
-        stage.main([f"in_dir={tmp_path}", f"out_dir={tmp_path / 'o'}"])
+        main(entities.STAGE, [f"in_dir={tmp_path}", f"out_dir={tmp_path / 'o'}", "eval.llm_docs=0"])
     (tmp_path / "kept").mkdir()
     (tmp_path / "kept" / "part-00000.jsonl").write_text("")
     with pytest.raises(ConfigError):
-        stage.main([f"in_dir={tmp_path}", "extractor=regex"])
+        main(entities.STAGE, [f"in_dir={tmp_path}", "extractor=regex"])
     with pytest.raises(ConfigError):
-        stage.main([f"in_dir={tmp_path}", "min_entity_count=0"])
+        main(entities.STAGE, [f"in_dir={tmp_path}", "min_entity_count=0"])
 
 
 def first_word_as_disease(messages: list[dict]) -> tuple[int, str]:
@@ -139,8 +181,6 @@ def first_word_as_disease(messages: list[dict]) -> tuple[int, str]:
 
 
 def test_stage_llm_extractor_records_failures_and_caps_documents(tmp_path):
-    import tasks.entities as stage
-
     kept = tmp_path / "quality"
     w = ShardedJsonlWriter(kept / "kept")
     texts = ["Migraine attacks improved. Headache returned later.", "Asthma worsened after exercise.",
@@ -151,13 +191,13 @@ def test_stage_llm_extractor_records_failures_and_caps_documents(tmp_path):
     w.close()
     out = tmp_path / "entities"
     with ScriptedEndpoint(first_word_as_disease) as ep:
-        summary = stage.main([f"in_dir={kept}", f"out_dir={out}", "extractor=llm", "llm_extract.max_docs=5",
+        summary = main(entities.STAGE, [f"in_dir={kept}", f"out_dir={out}", "extractor=llm", "llm_extract.max_docs=5",
                               "llm_extract.batch_sentences=1", "llm_extract.constrained_json=false",
                               "eval.llm_docs=2", f"llm.base_url={ep.url}", f"llm.cache_dir={tmp_path / 'c'}",
                               "llm.max_retries=0", *FAST])
     assert (summary["read"], summary["kept"], summary["rejected"]) == (5, 4, 1)
     assert summary["stopped_at_cap"] == 5 and summary["rejected_by_reason"] == {"extraction_failed": 1}
-    rej = [r for r in read_jsonl(shard_paths(out / "rejected")) if r["unit"] == "document"][0]
+    (rej,) = read_jsonl(shard_paths(out / "rejected"))
     # one request per sentence: only the GARBLE sentence fails (twice: first reply and repair)
     assert rej["record"]["text"].startswith("GARBLE") and len(rej["failures"]) == 1
     f = rej["failures"][0]

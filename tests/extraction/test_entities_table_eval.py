@@ -1,4 +1,4 @@
-"""Evaluation math on hand-made spans, the entity table's filters and order, and the document-unit sink."""
+"""Evaluation math on hand-made spans, the entity table's filters and order, and the entity rejections."""
 
 from __future__ import annotations
 
@@ -7,11 +7,10 @@ import json
 import pytest
 
 from tasks.common.io import shard_paths
-from tasks.common.records import rejection
-from tasks.extraction.entity_table import EntitySink, EntityTable
-from tasks.extraction.scoring import flat_metrics, prf, score
-from tasks.extraction.common import DocResult, mention
+from tasks.extraction.common import DocResult, entity_rejection, mention
+from tasks.extraction.entity_table import EntityRejections, EntityTable
 from tasks.extraction.gold import GoldDoc
+from tasks.extraction.scoring import flat_metrics, prf, score
 
 
 def test_prf_counts_and_undefined_cases():
@@ -89,19 +88,21 @@ def test_entity_table_counts_majority_and_filters():
     assert kept[1]["text"] == "Flu"                      # tie Flu/flu: lexicographically smallest
 
 
-def test_entity_sink_counts_documents_not_entities(tmp_path):
-    sink = EntitySink(tmp_path, shard_size=2)
-    assert not (tmp_path / "kept").exists() and (tmp_path / "mentions").is_dir()
-    for i in range(3):
-        sink.count_read()
-        sink.keep({"doc_id": f"d{i}", "source": "s", "entities": []})
-    sink.count_read()
-    sink.reject(rejection("extraction_failed", "x", record={"id": "d3", "source": "s"}))
-    for i in range(5):
-        sink.reject_entity({"reason": "rare_entity", "norm": f"e{i}"})
-    summary = sink.close()
-    assert (summary["read"], summary["kept"], summary["rejected"]) == (4, 3, 1)
-    assert summary["entities_rejected"] == 5 and summary["entities_rejected_by_reason"] == {"rare_entity": 5}
-    lines = [json.loads(x) for p in shard_paths(tmp_path / "rejected") for x in open(p)]
-    assert [x["unit"] for x in lines] == ["document"] + ["entity"] * 5
-    assert len(shard_paths(tmp_path / "mentions")) == 2
+def test_entity_rejections_are_rejection_entries_of_their_own_unit(tmp_path):
+    t = EntityTable()
+    t.add_document([mention("flu", "Disease", 0, 3), mention("flu", "Disease", 5, 8), mention("rare", "Disease", 9, 13)])
+    _, rejected_rows = t.filtered(min_entity_count=2, min_type_entities=1)
+    rej = EntityRejections(tmp_path, shard_size=1)
+    rej.add({**entity_rejection("  ", "Drug", "empty", 100), "doc_id": "d1", "source": "medquad"})
+    for r in rejected_rows:
+        rej.add(r)
+    counts = rej.close()
+    assert counts == {"entities_rejected": 2, "entities_rejected_by_reason": {"empty": 1, "rare_entity": 1}}
+    assert not (tmp_path / "rejected").exists()           # documents' rejected/ is not touched
+    lines = [json.loads(x) for p in shard_paths(tmp_path / "rejected_entities") for x in open(p)]
+    assert len(shard_paths(tmp_path / "rejected_entities")) == 2
+    empty, rare = lines
+    assert empty["reason"] == "empty" and empty["source"] == "medquad" and empty["record"]["doc_id"] == "d1"
+    assert rare == {"reason": "rare_entity", "detail": "seen 1 times < min_entity_count 2", "id": None,
+                    "source": None, "record": {"norm": "rare", "text": "rare", "type": "Disease", "count": 1,
+                                               "doc_count": 1}}

@@ -8,11 +8,17 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from scripted_endpoint import ScriptedEndpoint
+
+from tasks.extraction.llm import (
+    LLMExtractor,
+    LLMExtractParams,
+    batch_messages,
+    make_batches,
+    parse_batch_reply,
+    response_format,
+)
 from tasks.llm.client import LLMClient, LLMConfig
-from tasks.extraction.llm import (LLMExtractor, LLMExtractParams, batch_messages, make_batches,
-                                   parse_batch_reply, response_format)
 
 P2 = LLMExtractParams()                       # stage2, typed
 P1 = LLMExtractParams(prompt="stage1")

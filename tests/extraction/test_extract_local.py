@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.extraction.scoring import score
 from tasks.extraction.common import DocResult, find_occurrences, mention, tokenize
-from tasks.extraction.local import CRFExtractor, CRFParams, bio_labels, bio_spans, sentence_features
 from tasks.extraction.gold import load_gold, read_pubtator_file
+from tasks.extraction.local import CRFExtractor, CRFParams, bio_labels, bio_spans, sentence_features
+from tasks.extraction.scoring import score
 
 TRAIN = ["CDR_TrainingSet.PubTator.txt", "CDR_DevelopmentSet.PubTator.txt", "NCBItrainset_corpus.txt"]
 TEST = ["CDR_TestSet.PubTator.txt", "NCBItestset_corpus.txt"]

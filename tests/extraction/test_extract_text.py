@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
-from tasks.extraction.common import (check_entity, clean_surface, dedupe_mentions, entity_rejection,
-                                      find_occurrences, mention, normalize_entity, split_sentences,
-                                      tokenize)
+from tasks.extraction.common import (
+    check_entity,
+    clean_surface,
+    dedupe_mentions,
+    entity_rejection,
+    find_occurrences,
+    mention,
+    normalize_entity,
+    split_sentences,
+    tokenize,
+)
 
 
 def sentences(text, **kw):

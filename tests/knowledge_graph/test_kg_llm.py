@@ -9,11 +9,10 @@ import json
 import re
 
 import pytest
-from met.test_kg_fixtures import read_jsonl, stage_args, write_inputs
-from met.test_kg_relations import NORMS, hits_of
+from knowledge_graph.test_kg_fixtures import read_jsonl, stage_args, write_inputs
+from knowledge_graph.test_kg_relations import NORMS, hits_of
 from scripted_endpoint import ScriptedEndpoint
 
-from tasks.llm.client import LLMClient, LLMConfig
 from tasks.knowledge_graph.llm import (
     LLMRelationExtractor,
     LLMRelationParams,
@@ -21,6 +20,7 @@ from tasks.knowledge_graph.llm import (
     response_format,
 )
 from tasks.knowledge_graph.relations import sentence_units
+from tasks.llm.client import LLMClient, LLMConfig
 
 TEXT = "Albuterol relieved asthma and cough. Cocaine raised hypertension."
 SENTENCES, _ = sentence_units("d1", TEXT, hits_of(TEXT), 600)
@@ -150,8 +150,8 @@ def test_constrained_json_sends_the_schema(tmp_path):
 
 
 def test_stage_with_llm_relations_records_failures_and_keeps_going(tmp_path):
-    from tasks.common.config import build, parse_overrides
-    from tasks.knowledge_graph.run import KgConfig, run
+    from tasks import kg
+    from tasks.common.stage import main
 
     paths = write_inputs(tmp_path / "in")
 
@@ -168,13 +168,11 @@ def test_stage_with_llm_relations_records_failures_and_keeps_going(tmp_path):
         return 200, (text if len(messages) == 4 else text[:30]), 0  # truncated first, repaired after
 
     out = tmp_path / "kg"
-    out.mkdir()
-    cfg = build(KgConfig, parse_overrides(stage_args(paths, out, "relations=llm",
-                                                     "llm_relations.constrained_json=false",
-                                                     "llm_relations.batch_sentences=2")), "kg")
-    conf = LLMConfig(model="m", cache_dir=str(tmp_path / "cache"), max_retries=0, timeout_s=5)
-    with ScriptedEndpoint(reply) as ep, LLMClient(conf, base_url=ep.url) as client:
-        summary = run(cfg, out, client, log=lambda *a: None)
+    with ScriptedEndpoint(reply) as ep:
+        summary = main(kg.STAGE, stage_args(paths, out, "relations=llm", "llm_relations.constrained_json=false",
+                                            "llm_relations.batch_sentences=2", f"llm.base_url={ep.url}",
+                                            f"llm.cache_dir={tmp_path / 'cache'}", "llm.max_retries=0",
+                                            "llm.timeout_s=5"))
     llm = summary["sources"]["llm"]
     assert summary["edges_by_kind"]["pattern"] == 0 and llm["sentences"] == summary["sentences_multi_entity"]
     failures = read_jsonl(out / "relation_failures.jsonl")
@@ -191,7 +189,7 @@ def test_stage_with_llm_relations_records_failures_and_keeps_going(tmp_path):
 # ----------------------------------------------------------------------------- the real server
 @pytest.mark.llm_server
 def test_real_local_server_accounts_for_every_sentence(tmp_path):
-    """SmolLM2-135M on the relation prompt: its judgment is not asserted (DESIGN.md "LLM calls"), the
+    """SmolLM2-135M on the relation prompt: its judgment is not asserted (ARCHITECTURE.md "LLM roles"), the
     accounting is -- every sentence parsed or recorded with its raw reply, a re-run served from cache."""
     from tasks.llm.client import LocalServerConfig
     from tasks.llm.server import endpoint

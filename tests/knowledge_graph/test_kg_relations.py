@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from met.test_kg_fixtures import kg_tree
+from knowledge_graph.test_kg_fixtures import kg_tree
 
 from tasks.knowledge_graph.relations import (
     ALL_RELATIONS,

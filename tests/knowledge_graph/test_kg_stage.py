@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pytest
-from met.test_kg_fixtures import (
+from knowledge_graph.test_kg_fixtures import (
     ENTITIES,
     RECORDS,
     kg_tree,
@@ -27,18 +27,9 @@ OUTPUTS = ("nodes.jsonl", "edges.jsonl", "graph.npz", "summary.json", "relation_
 
 def run_stage(paths, out, *extra):
     """The whole stage: config from params.yaml (no kg section needed) + overrides, MLflow, atomic dir."""
-    import tasks.kg as stage
-    return stage.main(stage_args(paths, out, *extra))
-
-
-def run_body(paths, out, *extra):
-    """The stage body alone (no MLflow), into a fresh atomic output dir, as the shell runs it."""
-    from tasks.common.config import build, parse_overrides
-    from tasks.common.io import atomic_output_dir
-    from tasks.knowledge_graph.run import KgConfig, run
-    cfg = build(KgConfig, parse_overrides(stage_args(paths, out, *extra)), "kg")
-    with atomic_output_dir(out) as tmp:
-        return run(cfg, tmp, log=lambda *a: None)
+    from tasks import kg
+    from tasks.common.stage import main
+    return main(kg.STAGE, stage_args(paths, out, *extra))
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +132,7 @@ def test_csr_matches_edges_jsonl(built):
 
 def test_rerun_is_byte_identical(built, tmp_path):
     paths, out, _ = built
-    run_body(paths, tmp_path / "again")
+    run_stage(paths, tmp_path / "again")
     for name in OUTPUTS:
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
 
@@ -154,7 +145,7 @@ def test_tree_with_a_cycle_stops_the_stage(tmp_path):
     paths = write_inputs(tmp_path / "in")
     paths["tree"].write_text(json.dumps(tree), encoding="utf-8")
     with pytest.raises(TreeError, match="cycle"):
-        run_body(paths, tmp_path / "kg")
+        run_stage(paths, tmp_path / "kg")
     assert not (tmp_path / "kg").exists()
 
 
@@ -164,10 +155,10 @@ def test_doc_hits_out_of_step_stop_the_stage(tmp_path):
     lines = hits.read_text().splitlines()
     hits.write_text("\n".join([lines[1], lines[0], *lines[2:]]) + "\n")
     with pytest.raises(RuntimeError, match="out of step"):
-        run_body(paths, tmp_path / "kg")
+        run_stage(paths, tmp_path / "kg")
     hits.write_text("\n".join(lines[:-1]) + "\n")
     with pytest.raises(RuntimeError, match="out of step"):
-        run_body(paths, tmp_path / "kg2")
+        run_stage(paths, tmp_path / "kg2")
     assert not (tmp_path / "kg").exists() and not (tmp_path / "kg2").exists()
 
 

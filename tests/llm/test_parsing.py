@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.llm.parsing import (ParseError, balanced_blocks, extract_tag, extract_tags,
-                               parse_insertion_path, parse_json_like, parse_literal)
+from tasks.llm.parsing import (
+    ParseError,
+    balanced_blocks,
+    extract_tag,
+    extract_tags,
+    parse_insertion_path,
+    parse_json_like,
+    parse_literal,
+)
 
 
 def test_paper_stage1_single_quoted_dict():

@@ -8,6 +8,7 @@ import urllib.request
 
 import pytest
 
+from tasks.common.gguf import GGUFError
 from tasks.llm.client import LLMClient, LocalServerConfig
 from tasks.llm.server import ServerError, find_gguf, local_server
 
@@ -18,7 +19,7 @@ def test_find_gguf_in_installed_package():
 
 
 def test_missing_model_package_or_file_is_a_clear_error(tmp_path):
-    with pytest.raises(ServerError, match="not installed"):
+    with pytest.raises(GGUFError, match="not installed"):
         find_gguf("no_such_model_package_xyz")
     with pytest.raises(ServerError, match="does not exist"):
         with local_server(LocalServerConfig(gguf=str(tmp_path / "missing.gguf"))):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from mapping.test_map_fixtures import tiny_tree
+
 from tasks.mapping.automaton import EntityMatcher, fold, tree_entries
-from met.test_map_fixtures import tiny_tree
 
 
 def hits(m, text):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from mapping.test_map_fixtures import tiny_tree, write_corpus
 
 from tasks.common.io import StageSink, shard_paths
 from tasks.mapping.automaton import EntityMatcher, tree_entries
 from tasks.mapping.balance import distribution_stats, doc_weights, entropy, gini, sparse_domains
 from tasks.mapping.run import scan_corpus
-from met.test_map_fixtures import tiny_tree, write_corpus
 
 
 def test_gini_and_entropy_known_values():

@@ -6,14 +6,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from mapping.test_map_fixtures import RECORDS, tiny_tree, write_corpus, write_tree
 
 from tasks.tree.model import TreeError
-from met.test_map_fixtures import RECORDS, tiny_tree, write_corpus, write_tree
 
 
 def run_stage(tree, kept, out, data_root, *extra):
-    import tasks.entity_map as stage
-    return stage.main([f"tree={tree}", f"in_dir={kept}", f"out_dir={out}", f"data_root={data_root}",
+    from tasks import entity_map
+    from tasks.common.stage import main
+    return main(entity_map.STAGE, [f"tree={tree}", f"in_dir={kept}", f"out_dir={out}", f"data_root={data_root}",
                        "temperature=1.0", "sparse_bottom_n=3", "stop_keys=[]", *extra])
 
 

@@ -32,25 +32,26 @@ def test_degenerate_sizes_are_refused_with_a_reason(tmp_path, size, reason):
     assert f"{size[0]}x{size[1]}" in e.value.detail
 
 
-def test_unreadable_and_missing_and_truncated_files(tmp_path):
+def test_corrupt_and_missing_and_truncated_files(tmp_path):
     (tmp_path / "garbage.png").write_bytes(b"\x89PNG not really")
-    for path in (tmp_path / "garbage.png", tmp_path / "missing.png"):
+    for path, reason in ((tmp_path / "garbage.png", "corrupt_image"), (tmp_path / "missing.png", "missing_image"),
+                         (tmp_path, "corrupt_image")):
         with pytest.raises(ImageError) as e:
             load_image(path, BUDGET, F)
-        assert e.value.reason == "unreadable"
+        assert e.value.reason == reason
     rng = np.random.default_rng(0)
     good = saved(Image.fromarray(rng.integers(0, 255, (200, 200, 3), dtype=np.uint8)), tmp_path, "t.png")
     data = good.read_bytes()
     with pytest.raises(ImageError) as e:
         load_image(data[: len(data) // 2], BUDGET, F)
-    assert e.value.reason == "unreadable"
+    assert e.value.reason == "corrupt_image"
 
 
-def test_decompression_bomb_is_too_large(tmp_path):
+def test_decompression_bomb_is_too_many_pixels(tmp_path):
     path = saved(Image.new("L", (3000, 3000)), tmp_path, "big.png")
     with pytest.raises(ImageError) as e:
         load_image(path, ImageBudget(max_source_pixels=1_000_000), F)
-    assert e.value.reason == "too_large"
+    assert e.value.reason == "too_many_pixels" and "3000x3000" in e.value.detail
 
 
 def test_grayscale_and_bilevel_become_rgb(tmp_path):

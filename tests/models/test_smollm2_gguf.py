@@ -11,13 +11,12 @@ import torch
 from models.chat_template import build_chat_template
 from models.config import BaseModelConfig, SpecialTokens, resolve_arch
 from models.vlm import (
-    GGUFError,
     build_processor,
     build_smollm2_vlm,
-    find_gguf,
     load_gguf_decoder,
     parameter_counts,
 )
+from tasks.common.gguf import GGUFError, find_gguf
 
 pytestmark = pytest.mark.slow
 TOKENS = SpecialTokens()
@@ -79,3 +78,12 @@ def test_missing_gguf_is_a_clear_error(tmp_path):
     (tmp_path / "bad.gguf").write_bytes(b"GGUF\x03\x00\x00\x00garbage")
     with pytest.raises(GGUFError, match="cannot read"):
         load_gguf_decoder(tmp_path / "bad.gguf")
+
+
+def test_find_gguf_names_a_missing_package():
+    """One lookup for the server and the small variant (tasks.common.gguf)."""
+    from tasks.llm import server
+
+    assert server.find_gguf is find_gguf
+    with pytest.raises(GGUFError, match="not installed"):
+        find_gguf("no_such_model_package_xyz")

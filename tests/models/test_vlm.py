@@ -28,7 +28,7 @@ def test_saved_layout_and_summary(micro_build):
     assert summary["arch"]["class"] == "LightOnOcrForConditionalGeneration"
     s = summary["sanity"]
     assert s["image_source"] == "img-good" and s["image_visual_tokens"] > 0
-    assert set(s["images_skipped"]) <= {"too_small", "extreme_aspect_ratio", "unreadable"}
+    assert set(s["images_skipped"]) <= {"too_small", "extreme_aspect_ratio", "corrupt_image", "missing_image"}
     assert summary["corpus"]["bad_lines"] == 1 and summary["tokenizer"]["holdout_texts"] == 10
     assert metrics["forward_tokens_per_s"] > 0 and metrics["train_tokens_per_s"] > 0
     meta = json.loads((out / "model" / "medx_model.json").read_text())

@@ -1,81 +1,14 @@
-"""Fixtures of the training tests: a tiny project (base model, CPT samples, params.yaml) built once
-per session, and a helper that runs a stage inside it."""
+"""Fixtures of the training tests: a tiny project (tests/training/cpt_project.py) on which cpt_order has
+run, built once per session."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
-from train.tiny_vlm import build_tiny_vlm, make_samples, write_jsonl
+from training.cpt_project import in_project, make_project
 
-REPO = Path(__file__).resolve().parents[2]
-
-# Sized so a stage takes seconds: ~90 samples of <= 64 tokens, a 4-layer 64-wide decoder.
-TINY_PARAMS = {
-    "seed": 11,
-    "cpt_order": {
-        "encode": {"max_tokens": 64},
-        "heldout": {"fraction": 0.06, "max_samples": 8},
-        "warmup": {"fraction": 0.3, "train": {"batch_size": 4, "threads": 1, "logging_steps": 2,
-                                              "learning_rate": 1e-3, "epochs": 2}},
-        "embed": {"batch_size": 8},
-        "umap": {"n_neighbors": 8},
-        "hdbscan": {"min_cluster_size": 5},
-    },
-    "cpt": {
-        "encode": {"max_tokens": 64},
-        "checkpoint_root": ".cache/cpt_checkpoints",
-        "train": {"batch_size": 4, "threads": 1, "logging_steps": 2, "save_steps": 5, "learning_rate": 1e-3},
-        "mlflow": {"registered_name": "tiny-cpt"},
-    },
-}
-
-
-@contextlib.contextmanager
-def in_project(root: Path):
-    """Stages resolve params.yaml and relative paths from MEDX_PROJECT_ROOT; MLflow goes to the
-    project's own sqlite store (the test's isolated store when one is set)."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MEDX_PROJECT_ROOT", str(root))
-        mp.setenv("HF_HUB_OFFLINE", "1")
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
-            mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-            mp.setenv("MEDX_MLFLOW_ARTIFACTS", (root / "mlartifacts").as_uri())
-        yield root
-
-
-def make_project(root: Path, n_per_topic: int = 30, params: dict | None = None) -> Path:
-    build_tiny_vlm(root / "data" / "base_model" / "model")
-    write_jsonl(root / "data" / "cpt_data" / "samples" / "part-00000.jsonl", make_samples(root, n_per_topic))
-    (root / "params.yaml").write_text(yaml.safe_dump(params or TINY_PARAMS))
-    return root
-
-
-def stage_env(root: Path) -> dict:
-    """Environment for a stage run as a subprocess of the test."""
-    env = dict(os.environ, MEDX_PROJECT_ROOT=str(root), HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO),
-               MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}",
-               MEDX_MLFLOW_ARTIFACTS=(root / "mlartifacts").as_uri(), OMP_NUM_THREADS="1")
-    env.pop("MEDX_MLFLOW_PARENT_RUN_ID", None)
-    return env
-
-
-def run_process_group(cmd: list[str], *, env: dict, timeout: float) -> subprocess.CompletedProcess:
-    """Run `cmd` in its own session; on timeout kill the whole group (a launcher's workers too)."""
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise AssertionError(f"{cmd[:6]} timed out after {timeout} s:\n{out[-3000:]}\n{err[-3000:]}") from None
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+from tasks.common.stage import main
 
 
 @pytest.fixture(scope="session")
@@ -87,5 +20,5 @@ def ordered_project(tmp_path_factory) -> Path:
     with in_project(root), pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         mp.setenv("MEDX_MLFLOW_ARTIFACTS", (root / "mlartifacts").as_uri())
-        tasks.cpt_order.main([])
+        main(tasks.cpt_order.STAGE, [])
     return root

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tasks.cpt_training.config import CptConfig
+from tasks.cpt_training.run import choose_checkpoint
 from tasks.training.checkpoints import (
     MARKER,
     CheckpointError,
@@ -17,8 +19,6 @@ from tasks.training.checkpoints import (
     list_checkpoints,
     write_marker,
 )
-from tasks.training.config import CptConfig
-from tasks.cpt_training.run import choose_checkpoint
 
 
 def fake_checkpoint(root: Path, step: int, *, sharded: bool = False, deepspeed_ranks: int = 0,

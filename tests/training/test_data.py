@@ -7,18 +7,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from train.tiny_vlm import build_tiny_vlm, save_png
+from tiny_hf_models import build_tiny_vlm
+from vlm_fixtures import save_png
 
-from tasks.training.data import (
-    CptCollator,
-    EncodeParams,
-    OrderedDataset,
-    SampleEncoder,
-    encode_all,
-    split_batch,
-)
+from tasks.training.collate import Collator, split_batch
+from tasks.training.config import TrainParams
+from tasks.training.dataset import OrderedDataset
+from tasks.training.encode import EncodeParams, SampleEncoder, encode_all, image_token_ids
 from tasks.training.model_io import load_model
-from tasks.training.trainer import ScheduleTrainer, TrainParams, training_arguments
+from tasks.training.trainer import ScheduleTrainer, training_arguments
 
 
 @pytest.fixture(scope="module")
@@ -78,13 +75,14 @@ def test_bad_samples_are_rejected_with_reasons(vlm, tmp_path):
 
 
 def test_grayscale_cmyk_and_16bit_images_are_converted_not_rejected(vlm, tmp_path):
-    samples = [sample(f"img-{mode}", text="chest radiograph", images=[image_ref(tmp_path, f"{mode}.img", (70, 90), mode)])
+    samples = [sample(f"img-{mode}", text="chest radiograph",
+                      images=[image_ref(tmp_path, f"{mode}.img", (70, 90), mode)])
                for mode in ("L", "CMYK", "I;16", "RGB")]
     kept, rejected = encode_all(samples, encoder(vlm, tmp_path))
     assert rejected == []
     for e in kept.values():
         assert e.n_image_tokens > 0 and e.kind == "image_text"
-    batch = CptCollator(vlm.processor, vlm.budget, vlm.factor)([{"position": i, "sample": e}
+    batch = Collator(vlm.processor, vlm.budget, vlm.factor)([{"position": i, "sample": e}
                                                                 for i, e in enumerate(kept.values())])
     assert batch["pixel_values"].shape[0] == 4 and torch.isfinite(batch["pixel_values"]).all()
 
@@ -110,7 +108,7 @@ def test_collator_masks_padding_and_image_placeholders(vlm, tmp_path):
                                                 {"role": "assistant", "content": "pleural effusion"}])],
                          encoder(vlm, tmp_path))
     ds = OrderedDataset(kept, ["t", "i", "c"])
-    batch = CptCollator(vlm.processor, vlm.budget, vlm.factor)([ds[0], ds[1], ds[2]])
+    batch = Collator(vlm.processor, vlm.budget, vlm.factor)([ds[0], ds[1], ds[2]])
     inputs, extra = split_batch(batch)
     assert extra["sample_ids"] == ["t", "i", "c"] and extra["positions"] == [0, 1, 2]
     ids, labels, mask = inputs["input_ids"], inputs["labels"], inputs["attention_mask"]
@@ -129,8 +127,8 @@ def test_blank_image_changes_nothing_but_runs_the_vision_tower(vlm, tmp_path):
     kept, _ = encode_all([sample("a", text="heart cardiac"), sample("b", text="skin rash eczema psoriasis")],
                          encoder(vlm, tmp_path))
     items = [{"position": i, "sample": e} for i, e in enumerate(kept.values())]
-    plain = split_batch(CptCollator(vlm.processor, vlm.budget, vlm.factor)(items))[0]
-    blank = split_batch(CptCollator(vlm.processor, vlm.budget, vlm.factor, blank_image_for_text=True)(items))[0]
+    plain = split_batch(Collator(vlm.processor, vlm.budget, vlm.factor)(items))[0]
+    blank = split_batch(Collator(vlm.processor, vlm.budget, vlm.factor, blank_image_for_text=True)(items))[0]
     assert "pixel_values" not in plain and blank["pixel_values"].shape == (1, 3, vlm.factor, vlm.factor)
     assert blank["input_ids"].shape[1] == plain["input_ids"].shape[1] + 1
     model = vlm.model.eval()
@@ -151,7 +149,7 @@ def test_image_that_vanishes_mid_run_is_skipped_not_fatal(vlm, tmp_path):
         (tmp_path / r["path"]).unlink()                       # after encoding, before training
     order = ["img0", "img1", "txt0", "txt1", "img2", "txt2", "txt3", "txt4"]
     ds = OrderedDataset(kept, order)
-    collate = CptCollator(vlm.processor, vlm.budget, vlm.factor)
+    collate = Collator(vlm.processor, vlm.budget, vlm.factor)
     assert split_batch(collate([ds[0], ds[1]]))[1]["empty_batch"] is True   # every row gone
     args = training_arguments(TrainParams(max_steps=4, batch_size=2, threads=1, save_steps=0, logging_steps=1),
                               tmp_path / "run", seed=0)
@@ -167,6 +165,90 @@ def test_image_that_is_replaced_by_a_corrupt_file(vlm, tmp_path):
     ref = image_ref(tmp_path, "c.png", (56, 56))
     kept, _ = encode_all([sample("c", text="chest", images=[ref])], encoder(vlm, tmp_path))
     (tmp_path / ref["path"]).write_bytes(b"not a png any more")
-    batch = CptCollator(vlm.processor, vlm.budget, vlm.factor)([{"position": 0, "sample": kept["c"]}])
-    assert batch["empty_batch"] and batch["skipped"] == [("c", "image_unreadable")]
+    batch = Collator(vlm.processor, vlm.budget, vlm.factor)([{"position": 0, "sample": kept["c"]}])
+    assert batch["empty_batch"] and batch["skipped"] == [("c", "image_corrupt_image")]
     Image.new("RGB", (56, 56)).save(tmp_path / ref["path"])
+
+
+def chat(sid, images=()):
+    """A conversation: system and user turns (the user's with the images), then the assistant's answer."""
+    user = [{"type": "image"} for _ in images] + [{"type": "text", "text": "chest lung lobe opacity?"}]
+    return sample(sid, images=images, messages=[
+        {"role": "system", "content": "radiograph airway"},
+        {"role": "user", "content": user if images else user[-1]["text"]},
+        {"role": "assistant", "content": "pleural effusion lobe"}])
+
+
+def check_assistant_only_labels(vlm, batch, row, encoded):
+    """Row `row`: the assistant turn (answer + end of turn) carries loss, nothing else does."""
+    ids, labels = batch["input_ids"][row, :encoded.n_tokens], batch["labels"][row, :encoded.n_tokens]
+    trained = labels != -100
+    assert (labels[trained] == ids[trained]).all()
+    tok = vlm.processor.tokenizer
+    assert tok.decode(ids[trained]) == "pleural effusion lobe<|im_end|>"
+    prompt = tok.decode(ids[~trained])
+    assert "radiograph airway" in prompt and "chest lung lobe opacity?" in prompt and "assistant" in prompt
+
+
+@pytest.mark.parametrize("with_image", [False, True])
+def test_assistant_only_loss_masks_system_and_user_tokens(vlm, tmp_path, with_image):
+    images = [image_ref(tmp_path, "c.png", (56, 84))] if with_image else []
+    kept, rejected = encode_all([chat("c", images), sample("t", text="heart cardiac arrhythmia")],
+                                encoder(vlm, tmp_path))
+    assert not rejected and kept["c"].chat and kept["t"].assistant_mask is None
+    ds = OrderedDataset(kept, ["c", "t"])
+    batch = Collator(vlm.processor, vlm.budget, vlm.factor, assistant_only_loss=True)([ds[0], ds[1]])
+    check_assistant_only_labels(vlm, batch, 0, kept["c"])
+    if with_image:
+        assert ((batch["input_ids"][0] == vlm.processor.image_token_id) & (batch["labels"][0] != -100)).sum() == 0
+    # a plain-text sample keeps loss on every token
+    text = batch["attention_mask"][1] == 1
+    assert (batch["labels"][1][text] == batch["input_ids"][1][text]).all()
+    # the CPT default: loss everywhere, the conversation included
+    cpt = Collator(vlm.processor, vlm.budget, vlm.factor)([ds[0]])
+    real = (cpt["attention_mask"][0] == 1) & ~torch.isin(cpt["input_ids"][0],
+                                                         torch.tensor(sorted(image_token_ids(vlm.processor))))
+    assert (cpt["labels"][0][real] == cpt["input_ids"][0][real]).all()
+    assert torch.isfinite(vlm.model(**split_batch(batch)[0]).loss)
+
+
+def test_assistant_mask_from_the_templates_generation_marks(tmp_path, vlm):
+    """The project's chat template marks assistant turns with {% generation %}: the mask comes from it."""
+    from models.chat_template import build_chat_template
+    from models.config import SpecialTokens
+
+    fresh = load_model(vlm.path)
+    fresh.processor.tokenizer.chat_template = build_chat_template(SpecialTokens())
+    enc = SampleEncoder(fresh.processor, EncodeParams(max_tokens=64), tmp_path, budget=fresh.budget,
+                        factor=fresh.factor)
+    images = [image_ref(tmp_path, "g.png", (56, 56))]
+    kept, rejected = encode_all([chat("g", images), chat("h")], enc)
+    assert not rejected
+    collate = Collator(fresh.processor, fresh.budget, fresh.factor, assistant_only_loss=True)
+    for sid in ("g", "h"):
+        batch = collate([{"position": 0, "sample": kept[sid]}])
+        check_assistant_only_labels(fresh, batch, 0, kept[sid])
+
+
+def test_conversation_without_assistant_mask(vlm, tmp_path):
+    """A mask that cannot be derived: the encoder keeps the sample for CPT, rejects it when asked to
+    require one; the assistant-only collator drops it with a reason rather than train on the prompt."""
+    enc = encoder(vlm, tmp_path)
+    enc.assistant_spans = lambda messages, text: None          # a template whose prefixes do not nest
+    kept, rejected = encode_all([chat("c")], enc)
+    assert not rejected and kept["c"].assistant_mask is None
+    batch = Collator(vlm.processor, vlm.budget, vlm.factor, assistant_only_loss=True)(
+        [{"position": 0, "sample": kept["c"]}])
+    assert batch["empty_batch"] and batch["skipped"] == [("c", "no_assistant_mask")]
+    strict = SampleEncoder(vlm.processor, EncodeParams(max_tokens=64), tmp_path, budget=vlm.budget,
+                           factor=vlm.factor, require_assistant_mask=True)
+    strict.assistant_spans = enc.assistant_spans
+    _, rejected = encode_all([chat("c"), sample("u", messages=[{"role": "user", "content": "lung?"}])], strict)
+    assert [r["reason"] for r in rejected] == ["no_assistant_tokens", "no_assistant_tokens"]
+
+
+def test_truncation_cuts_the_mask_with_the_tokens(vlm, tmp_path):
+    kept, _ = encode_all([chat("c")], encoder(vlm, tmp_path, max_tokens=12))
+    e = kept["c"]
+    assert e.truncated and e.n_tokens == len(e.assistant_mask) == 12 and not e.assistant_mask.any()
+    assert e.clipped(5).assistant_mask.shape == (5,)

@@ -9,7 +9,7 @@ import socket
 import sys
 
 import pytest
-from train.conftest import run_process_group, stage_env
+from training.cpt_project import run_process_group, stage_env
 
 from tasks.training.model_io import load_model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.training.config import HdbscanParams, UmapParams
+from tasks.curriculum.config import HdbscanParams, UmapParams
 from tasks.curriculum.embed import reduce_and_cluster
 from tasks.curriculum.order import (
     NOISE,

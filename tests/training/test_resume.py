@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from train.conftest import REPO, run_process_group, stage_env
+from training.cpt_project import REPO, run_process_group, stage_env
+
+from tasks.common.io import read_jsonl
 
 # ~86 entries x 3 epochs / 2 per step: ~130 steps, a checkpoint every 10 (seconds in all)
 ARGS = ["train.batch_size=2", "train.epochs=3", "train.save_steps=10", "train.save_total_limit=3",
@@ -63,7 +65,8 @@ def test_kill_after_first_checkpoint_then_resume(ordered_project, tmp_path):
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     summary = json.loads((root / "data" / "cpt" / "summary.json").read_text())
     resumed_step = int(Path(summary["resumed_from"]).name.split("-")[1])
-    assert Path(summary["resumed_from"]).parent == run_dir and resumed_step % 10 == 0 and resumed_step >= 10
+    assert not Path(summary["resumed_from"]).is_absolute(), "outputs name paths relative to the project"
+    assert (root / summary["resumed_from"]).parent == run_dir and resumed_step % 10 == 0 and resumed_step >= 10
     # the raw trace: the killed run's steps, then the resumed run starting right after the checkpoint
     steps = trace_steps(run_dir / "order_trace.rank0.jsonl")
     restart = len(steps_before_kill)
@@ -77,9 +80,8 @@ def test_kill_after_first_checkpoint_then_resume(ordered_project, tmp_path):
     ref_summary = json.loads((root / "data" / "cpt_reference" / "summary.json").read_text())
     assert ref_summary["resumed_from"] is None
     assert summary["global_step"] == ref_summary["global_step"]
-    order = [r["ids"] for r in map(json.loads, (root / "data" / "cpt" / "order_trace.jsonl").read_text().splitlines())]
-    ref_order = [r["ids"] for r in map(json.loads,
-                                       (root / "data" / "cpt_reference" / "order_trace.jsonl").read_text().splitlines())]
+    order = [r["ids"] for r in read_jsonl(root / "data" / "cpt" / "order_trace.jsonl")]
+    ref_order = [r["ids"] for r in read_jsonl(root / "data" / "cpt_reference" / "order_trace.jsonl")]
     assert order == ref_order, "same samples in the same order, step by step"
     weights = load_file(root / "data" / "cpt" / "model" / "model.safetensors")
     ref_weights = load_file(root / "data" / "cpt_reference" / "model" / "model.safetensors")

@@ -6,24 +6,18 @@ import json
 
 import pytest
 import torch
-from train.tiny_vlm import build_tiny_vlm, make_samples
+from tiny_hf_models import build_tiny_vlm
 from transformers import TrainerCallback
+from vlm_fixtures import make_samples
 
-from tasks.training.data import (
-    CptCollator,
-    EncodeParams,
-    OrderedDataset,
-    SampleEncoder,
-    encode_all,
-)
+from tasks.training.callbacks import CompletionMarkerCallback
+from tasks.training.collate import Collator
+from tasks.training.config import TrainParams
+from tasks.training.dataset import OrderedDataset
+from tasks.training.encode import EncodeParams, SampleEncoder, encode_all
 from tasks.training.model_io import load_model
 from tasks.training.sampler import ScheduleSampler
-from tasks.training.trainer import (
-    CompletionMarkerCallback,
-    ScheduleTrainer,
-    TrainParams,
-    training_arguments,
-)
+from tasks.training.trainer import ScheduleTrainer, training_arguments
 
 
 def test_sampler_yields_the_schedule_every_epoch():
@@ -74,9 +68,9 @@ def train(tiny, out, *, max_steps, resume=None, stop_after=None):
     args = training_arguments(TrainParams(max_steps=max_steps, batch_size=3, threads=1, save_steps=4,
                                           save_total_limit=5, logging_steps=1, learning_rate=1e-3), out, seed=5)
     trainer = ScheduleTrainer(model=vlm.model, args=args, train_dataset=ds,
-                              data_collator=CptCollator(vlm.processor, enc.budget, enc.factor),
+                              data_collator=Collator(vlm.processor, enc.budget, enc.factor),
                               trace_path=out / "trace.jsonl",
-                              callbacks=[CompletionMarkerCallback(ds)] + ([StopAfter(stop_after)] if stop_after else []))
+                              callbacks=[CompletionMarkerCallback(ds), *([StopAfter(stop_after)] * bool(stop_after))])
     trainer.train(resume_from_checkpoint=resume)
     return trainer, [json.loads(line) for line in (out / "trace.jsonl").read_text().splitlines()]
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from tasks.tree.attach import LocalAttacher, attach_all
-from tasks.tree.build import (BuildParams, FrozenCore, aggregate, build_core, choose_k, k_range,
-                                  select_core)
+from tasks.tree.build import BuildParams, FrozenCore, aggregate, build_core, choose_k, k_range, select_core
 from tasks.tree.conflicts import EvidenceIndex, LocalResolver
 from tasks.tree.embed import Entity, normalize_rows
 from tasks.tree.model import ENTITY, validate_tree

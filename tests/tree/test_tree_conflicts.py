@@ -6,8 +6,15 @@ from __future__ import annotations
 import pytest
 
 from tasks.tree.attach import Candidate, Decision, attach_all
-from tasks.tree.conflicts import (EvidenceIndex, LocalResolver, cue_hits, read_obo_definitions,
-                                      tokenize, ETIOLOGY_ANATOMY, SYMPTOM)
+from tasks.tree.conflicts import (
+    ETIOLOGY_ANATOMY,
+    SYMPTOM,
+    EvidenceIndex,
+    LocalResolver,
+    cue_hits,
+    read_obo_definitions,
+    tokenize,
+)
 from tasks.tree.embed import Entity
 from tasks.tree.model import ENTITY, Node, Tree
 

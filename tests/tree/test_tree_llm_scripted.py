@@ -4,11 +4,10 @@ path, HTTP error -- ends attached, named or decided, or recorded with its raw re
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
-
 from scripted_endpoint import scripted
+
 from tasks.tree.attach import Candidate, Decision, LLMAttacher, attach_all
 from tasks.tree.build import FrozenCore
 from tasks.tree.conflicts import EvidenceIndex, LLMResolver, LocalResolver, ResolverParams

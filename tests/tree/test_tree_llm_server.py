@@ -1,5 +1,5 @@
 """LLM attachment against the real llama.cpp + SmolLM2-135M server on 2 entities. The model is too
-small for the paper's Stage 3 prompt (DESIGN.md "LLM calls"), so this asserts the accounting -- each
+small for the paper's Stage 3 prompt (ARCHITECTURE.md "LLM roles"), so this asserts the accounting -- each
 entity attached under a real frozen-core path or unclassified with its reason and raw replies, at most
 one repair turn each, a re-run served from the cache -- never the model's judgment."""
 

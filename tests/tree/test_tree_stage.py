@@ -44,8 +44,9 @@ def fixture_dirs(tmp_path_factory, data_root):
 
 
 def run_stage(root, out, *extra):
-    import tasks.entity_tree as stage
-    return stage.main(["profile=tiny", f"in_dir={root / 'entities'}", f"out_dir={out}",
+    from tasks import entity_tree
+    from tasks.common.stage import main
+    return main(entity_tree.STAGE, ["profile=tiny", f"in_dir={root / 'entities'}", f"out_dir={out}",
                        f"evidence_corpus={root / 'kept'}", "build.core_top_n=60", "attach.batch_size=50",
                        *extra])
 

@@ -8,5 +8,5 @@ Each module is small, knows nothing of DVC or MLflow, and is tested on its own:
     dedup       exact (hash of a folded form) and MinHash-LSH near-duplicate removal (rensa)
     decontam    benchmark test-split index: word 13-grams, image sha256 and perceptual hash
     chunking    sliding-window chunking of long documents by words
-    run         `CleanConfig` and `clean_records`, the chain the stage shell drives
+    run         `CleanConfig`, `clean_records` (the chain) and `clean_corpus` (what the stage runs)
 """

@@ -1,4 +1,4 @@
-"""Sliding-window chunking of long documents by words (paper §3.1).
+r"""Sliding-window chunking of long documents by words (paper §3.1).
 
 A document longer than `max_words` becomes windows of `max_words` words that start every
 `max_words - overlap_words` words, so no sentence is only ever seen cut at a boundary. Each
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import re
-
 
 _NONSPACE = re.compile(r"\S")
 

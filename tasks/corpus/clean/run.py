@@ -1,7 +1,8 @@
 """The `clean` chain: normalize -> PHI scrub -> rule filters -> exact dedup -> near dedup ->
 decontamination -> chunking, over a stream of records.
 
-`clean_records` is what the stage shell (tasks/clean.py) drives; it only needs an iterable of
+`clean_corpus` is what the stage (tasks/clean.py) runs: the collect stage's shards through
+`clean_records`, plus the decontamination report files. `clean_records` only needs an iterable of
 (record, rejection) pairs and a StageSink, so tests run it on in-memory records. Every input
 is counted once and ends either kept (possibly as several chunks) or rejected with a reason.
 
@@ -23,14 +24,18 @@ from pathlib import Path
 from typing import Iterable, Literal
 
 from tasks.common.config import resolve
-from tasks.common.io import dumps
+from tasks.common.io import dumps, iter_records, shard_paths, write_json, write_jsonl
 from tasks.common.records import rejection
 from tasks.corpus.clean import filters
 from tasks.corpus.clean.chunking import chunk_record
 from tasks.corpus.clean.decontam import BenchmarkIndex, Hit
 from tasks.corpus.clean.dedup import ExactDedup, NearDedup
 from tasks.corpus.clean.normalize import normalize_text
-from tasks.corpus.clean.phi import KINDS as PHI_KINDS, scrub_phi
+from tasks.corpus.clean.phi import KINDS as PHI_KINDS
+from tasks.corpus.clean.phi import scrub_phi
+
+REPORT = "decontamination_report.jsonl"
+REPORT_SUMMARY = "decontamination_summary.json"
 
 
 @dataclass
@@ -198,3 +203,41 @@ def clean_records(pairs: Iterable[tuple[dict | None, dict | None]], sink, cfg: C
         "benchmark_index": index.stats,
     }
     return extra, report
+
+
+def input_shards(cfg: CleanConfig) -> list[Path]:
+    """The collect stage's kept shards; FileNotFoundError when there are none."""
+    shards = shard_paths(resolve(cfg.in_dir) / "kept")
+    if not shards:
+        raise FileNotFoundError(f"no input shards under {resolve(cfg.in_dir) / 'kept'}; run collect first")
+    return shards
+
+
+def report_summary(report: list[dict], index_stats: dict) -> dict:
+    """The decontamination report in numbers: rows and records per benchmark and kind, the index."""
+    by_bench = Counter(r["benchmark"] for r in report)
+    by_kind = Counter(r["kind"] for r in report)
+    records: dict[str, set] = {}
+    for r in report:
+        records.setdefault(r["benchmark"], set()).add(r["record_id"])
+    return {
+        "rows": len(report),
+        "rows_by_benchmark": dict(sorted(by_bench.items())),
+        "rows_by_kind": dict(sorted(by_kind.items())),
+        "records_by_benchmark": {b: len(ids) for b, ids in sorted(records.items())},
+        "benchmark_items_hit": len({(r["benchmark"], r["benchmark_item"]) for r in report}),
+        "index": index_stats,
+    }
+
+
+def clean_corpus(cfg: CleanConfig, shards: list[Path], sink, out: Path) -> tuple[dict, dict]:
+    """The stage's work: `shards` through the chain into `sink`, the decontamination index rebuilt
+    from the benchmark files, and `out`/REPORT (one row per record x benchmark item hit, sorted)
+    and `out`/REPORT_SUMMARY written. Returns (summary extras, report summary)."""
+    index = build_index(cfg)
+    extra, report = clean_records(iter_records(shards), sink, cfg, index=index)
+    report.sort(key=lambda r: (r["record_id"], r["benchmark"], r["benchmark_item"], r["kind"]))
+    write_jsonl(out / REPORT, report)
+    rsummary = report_summary(report, index.stats)
+    write_json(out / REPORT_SUMMARY, rsummary)
+    return extra, rsummary

@@ -2,8 +2,7 @@
 
 from tasks.corpus.connectors.base import Connector, SourceConfig, SourceContext, SourceError
 from tasks.corpus.connectors.image_sources import read_dicom, read_pneumoniamnist, read_vqa_rad
-from tasks.corpus.connectors.text_sources import (read_iu_xray, read_jsonl, read_medline,
-                                                  read_medquad, read_pubtator)
+from tasks.corpus.connectors.text_sources import read_iu_xray, read_jsonl, read_medline, read_medquad, read_pubtator
 
 CONNECTORS: dict[str, Connector] = {
     "medquad": read_medquad,

@@ -1,5 +1,7 @@
 """The quality stage's logic, free of DVC/MLflow: read the clean stage's output, bootstrap the
-classifier, score every kept record, write kept/rejected/summary + model + rounds.
+classifier, score every kept record into a sink; write the model, rounds and verifier failures.
+
+    extra = quality_filter(cfg, sink, client=None, on_round=None)   # what tasks/quality.py runs
 
 Memory stays bounded on any corpus size: the loop only needs `BootstrapParams.pool_needed()` pool
 texts, drawn by seeded reservoir sampling in one pass; the scoring pass streams the shards again.
@@ -10,13 +12,15 @@ from __future__ import annotations
 import dataclasses
 import random
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
+from tasks.common.config import resolve
 from tasks.common.io import StageSink, file_sha256, iter_jsonl, iter_records, shard_paths, write_json
 from tasks.common.records import rejection
 from tasks.corpus.quality import classifier
 from tasks.corpus.quality.bootstrap import BootstrapParams, bootstrap
-from tasks.corpus.quality.verifiers import LLMVerifierParams, LocalVerifierParams, Verifier
+from tasks.corpus.quality.signals import build_vocab
+from tasks.corpus.quality.verifiers import LLMVerifier, LLMVerifierParams, LocalVerifier, LocalVerifierParams, Verifier
 
 # The clean stage's rule-filter reasons whose texts become seed negatives. Dedup and decontamination
 # rejections are *good* text and must not. `too_short` is left out too: the classifier only scores
@@ -48,6 +52,16 @@ class QualityConfig(BootstrapParams):
             raise ValueError("threshold must be in (0, 1) and target_accuracy in (0, 1]")
         if min(self.seed_size, self.holdout_size, self.pool_sample_per_round) < 2:
             raise ValueError("seed_size, holdout_size and pool_sample_per_round must be >= 2")
+
+
+def make_verifier(cfg: QualityConfig, pool: list[str], client: Any = None) -> Verifier:
+    """The configured second-pass verifier: rules with the pool's vocabulary, or the LLM via `client`."""
+    if cfg.verifier == "llm":
+        if client is None:
+            raise ValueError("verifier: llm needs an LLM client")
+        return LLMVerifier(client, cfg.llm_verifier)
+    return LocalVerifier(cfg.local_verifier, vocab=build_vocab(pool))
+
 
 def passthrough(rec: dict, min_text_chars: int) -> bool:
     """Structured records (an image, or attributes only such as DICOM headers) with little text
@@ -88,19 +102,19 @@ def iter_rejected_texts(rejected_dir: Path, reasons: set[str]) -> Iterator[str]:
                 yield rec["text"]
 
 
+def quality_filter(cfg: QualityConfig, sink: StageSink, client: Any = None,
+                   on_round: Callable[[int, dict], None] | None = None) -> dict:
+    """Run the stage from `cfg.in_dir` into `sink` (not closed here) and `sink.out_dir`
+    (rounds.json, verifier_failures.json, quality_model.bin); returns the summary extras.
 
-
-def run(cfg: QualityConfig, in_dir: Path, out: Path, verifier_factory: Callable[[list[str]], Verifier],
-        on_round: Callable[[int, dict], None] | None = None) -> tuple[StageSink, dict]:
-    """Run the stage into `out`; returns the sink (not yet closed) and the summary extras.
-
-    `verifier_factory(pool_texts)` builds the verifier (the local one needs the pool vocabulary).
+    `client` is the LLM client for `verifier: llm`; `on_round(round, metrics)` sees each round.
     """
+    in_dir, out = resolve(cfg.in_dir), sink.out_dir
     pool = reservoir(iter_pool_texts(in_dir / "kept", cfg.min_text_chars), cfg.pool_needed(),
                      random.Random(f"{cfg.seed}:pool"))
     rejected = reservoir(iter_rejected_texts(in_dir / "rejected", set(cfg.seed_negative_reasons)),
                          cfg.seed_size, random.Random(f"{cfg.seed}:rejected"))
-    verifier = verifier_factory(pool)
+    verifier = make_verifier(cfg, pool, client)
     result = bootstrap(pool, rejected, cfg, verifier, on_round=on_round)  # cfg is a BootstrapParams
     write_json(out / "rounds.json", {"rounds": result.rounds, "holdout": result.holdout,
                                      "stop_reason": result.stop_reason,
@@ -109,7 +123,6 @@ def run(cfg: QualityConfig, in_dir: Path, out: Path, verifier_factory: Callable[
     write_json(out / "verifier_failures.json", verifier.failures)
     result.model.save_model(str(out / "quality_model.bin"))
 
-    sink = StageSink(out, shard_size=cfg.shard_size)
     counts = {"scored": 0, "passthrough_images": 0}
     batch: list[dict] = []
 
@@ -147,4 +160,4 @@ def run(cfg: QualityConfig, in_dir: Path, out: Path, verifier_factory: Callable[
              # fastText with thread=1 + seed writes a bit-identical model, so its hash is stable
              "model_sha256": file_sha256(out / "quality_model.bin"),
              "threshold": cfg.threshold}
-    return sink, extra
+    return extra

@@ -1,6 +1,6 @@
 """Second-pass verification of the classifier's calls (paper §3.1: "a more capable LLM").
 
-One interface, two implementations (DESIGN.md "LLM calls"): `verify(texts) -> list[label]` where a
+One interface, two implementations (ARCHITECTURE.md "LLM roles"): `verify(texts) -> list[label]` where a
 label is "high", "low", or None when the verifier could not decide (None is never silent: it is
 counted in `stats` and described in `failures`).
 """
@@ -106,16 +106,19 @@ PROMPT = ("Judge the quality of the text below as medical pre-training data. Hig
           "shuffled, repetitive, boilerplate/navigation, fragmentary or non-medical text.\n"
           'Answer with exactly one JSON object: {{"label": "high"}} or {{"label": "low"}}.\n\n'
           "Text:\n<<<\n{text}\n>>>")
-REPAIR = ('Your answer was not valid. Reply with exactly {"label": "high"} or {"label": "low"} '
+# a str.format template for ask_parsed (no {problem}: the turn is the same text it always was, so
+# cached repair replies stay valid)
+REPAIR = ('Your answer was not valid. Reply with exactly {{"label": "high"}} or {{"label": "low"}} '
           "and nothing else.")
 
 
 class LLMVerifier:
     """The paper's method: ask an LLM through the project client, parse strict JSON.
 
-    An unparseable reply is retried once with a repair turn (a different request, so the response
-    cache does not just replay the bad reply); if that also fails, or the request itself fails,
-    the label is None and the case is recorded in `failures`, never guessed.
+    Replies go through tasks.llm.ask.ask_parsed: an unparseable reply is retried once with a repair
+    turn (a different request, so the response cache does not just replay the bad reply); if that
+    also fails, or a request fails, the label is None and the case is recorded in `failures`
+    (first-pass request failures first, then what the repair turn did not fix), never guessed.
     """
 
     name = "llm"
@@ -142,42 +145,47 @@ class LLMVerifier:
         return label
 
     def verify(self, texts: Sequence[str]) -> list[str | None]:
-        from tasks.llm.client import LLMError
-        from tasks.llm.parsing import ParseError
+        from tasks.llm.ask import ask_parsed
 
-        first = [self.messages(t) for t in texts]
-        kw = {"response_format": LABEL_FORMAT} if self.params.constrained_json else {}
-        replies = self.client.complete_many(first, return_exceptions=True, **kw)
-        labels: list[str | None] = [None] * len(texts)
-        repair: dict[int, list[dict[str, str]]] = {}
-        for i, reply in enumerate(replies):
-            if isinstance(reply, LLMError):
-                self._fail(texts[i], "request_failed", str(reply))
-                continue
+        unparsed = 0  # replies (first or repaired) that did not parse
+
+        def parse(reply: str) -> str:
+            nonlocal unparsed
             try:
-                labels[i] = self.parse_label(reply)
-                self.stats["parsed_first"] += 1
-            except ParseError:
-                repair[i] = first[i] + [{"role": "assistant", "content": reply},
-                                        {"role": "user", "content": REPAIR}]
-        if repair:
-            idx = list(repair)
-            retried = self.client.complete_many([repair[i] for i in idx], return_exceptions=True, **kw)
-            for i, reply in zip(idx, retried):
-                if isinstance(reply, LLMError):
-                    self._fail(texts[i], "request_failed", str(reply))
-                    continue
-                try:
-                    labels[i] = self.parse_label(reply)
-                    self.stats["parsed_after_repair"] += 1
-                except ParseError as e:
-                    self._fail(texts[i], "unparseable", e.raw)
+                return self.parse_label(reply)
+            except ValueError:
+                unparsed += 1
+                raise
+
+        kw = {"response_format": LABEL_FORMAT} if self.params.constrained_json else {}
+        answers = ask_parsed(self.client, [self.messages(t) for t in texts], parse, REPAIR, **kw)
+        labels: list[str | None] = [a.value if a.ok else None for a in answers]
+        first_failed = [(t, a.failure) for t, a in zip(texts, answers)
+                        if not a.ok and a.failure["kind"] == "request_failed"]
+        after_repair = [(t, a.failure) for t, a in zip(texts, answers)
+                        if not a.ok and a.failure["kind"] != "request_failed"]
+        for text, f in first_failed + after_repair:
+            self._record(text, f)
+        # `unparsed` counts first replies (each got a repair turn) and repair replies that did not parse
+        # (raw_repair text); a repair turn ended parsed, unparsed, or with its request failed
+        unparsed_repairs = sum(isinstance(f.get("raw_repair"), str) for _, f in after_repair)
+        repaired = (unparsed - unparsed_repairs) - len(after_repair)
+        self.stats["parsed_after_repair"] += repaired
+        self.stats["parsed_first"] += sum(a.ok for a in answers) - repaired
         self.stats["verified"] += len(texts)
         self.stats[HIGH] += labels.count(HIGH)
         self.stats[LOW] += labels.count(LOW)
         return labels
 
-    def _fail(self, text: str, kind: str, raw: str) -> None:
+    def _record(self, text: str, failure: dict) -> None:
+        """One `failures` entry from an ask_parsed failure: a request that failed (first or repair
+        turn; raw is the error) or a reply the repair turn did not fix (raw is that reply)."""
+        if failure["kind"] == "request_failed":
+            kind, raw = "request_failed", failure["detail"]
+        elif failure.get("raw_repair") is None:
+            kind, raw = "request_failed", failure["detail"].split("; repair request failed: ", 1)[-1]
+        else:
+            kind, raw = "unparseable", failure["raw_repair"]
         self.stats["failed"] += 1
         self.stats["request_failures" if kind == "request_failed" else "parse_failures"] += 1
         self.failures.append({"kind": kind, "text_head": text[:100], "raw": raw[:300]})

@@ -1,11 +1,14 @@
-"""The stage shell `python -m tasks.clean` on a small input: outputs, accounting, MLflow."""
+"""The stage `python -m tasks.clean` on a small input: outputs, accounting, MLflow."""
 
 import hashlib
 import json
 
+import pytest
+
 from tasks import clean
 from tasks.common.io import ShardedJsonlWriter
 from tasks.common.records import make_record
+from tasks.common.stage import main
 
 
 def test_stage_main_end_to_end(tmp_path, data_root, medquad_answers, medqa_rows, vqa_test_image,
@@ -25,7 +28,7 @@ def test_stage_main_end_to_end(tmp_path, data_root, medquad_answers, medqa_rows,
         f.write("{not json\n")
 
     out_dir = tmp_path / "clean"
-    summary = clean.main([f"in_dir={in_dir}", f"out_dir={out_dir}", f"data_root={data_root}"])
+    summary = main(clean.STAGE, [f"in_dir={in_dir}", f"out_dir={out_dir}", f"data_root={data_root}"])
 
     assert summary["read"] == len(recs) + 1 == summary["kept"] + summary["rejected"]
     assert summary["rejected_by_reason"] == {"bad_json": 1, "decontaminated": 2, "exact_duplicate": 1}
@@ -48,3 +51,9 @@ def test_stage_main_end_to_end(tmp_path, data_root, medquad_answers, medqa_rows,
     m = run.data.metrics
     assert m["decontam.records.medqa"] == 1 and m["decontam.records.vqa_rad"] == 1
     assert m["read"] == summary["read"] and m["rejected.decontaminated"] == 2
+
+
+def test_no_input_shards_stops_with_the_path(tmp_path, isolated_mlflow):
+    with pytest.raises(SystemExit, match="run collect first"):
+        main(clean.STAGE, [f"in_dir={tmp_path / 'nothing'}", f"out_dir={tmp_path / 'clean'}"])
+    assert not (tmp_path / "clean").exists()  # nothing half-written for DVC to cache

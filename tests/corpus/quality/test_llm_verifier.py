@@ -1,6 +1,6 @@
 """LLMVerifier against the real llama.cpp + SmolLM2 server. SmolLM2-135M is too small to judge
-quality (DESIGN.md), so these tests assert the accounting -- every text gets a label or a recorded
-failure -- never the model's judgment."""
+quality (ARCHITECTURE.md "LLM roles"), so these tests assert the accounting -- every text gets a
+label or a recorded failure -- never the model's judgment."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from scripted_endpoint import scripted
 
 from tasks.corpus.quality.degrade import DEGRADERS
-from tasks.corpus.quality.verifiers import LLMVerifier, LLMVerifierParams
+from tasks.corpus.quality.verifiers import REPAIR, LLMVerifier, LLMVerifierParams
 from tasks.llm.client import LLMClient
 
 
@@ -65,9 +65,10 @@ def test_llm_verifier_free_text_records_failures(local_llm_quality, medquad):
 @pytest.mark.llm_server
 def test_stage_with_llm_verifier_on_local_server(clean_dir, tmp_path):
     import tasks.quality as stage
+    from tasks.common.stage import main
 
     out = tmp_path / "quality"
-    summary = stage.main([f"in_dir={clean_dir}", f"out_dir={out}", "verifier=llm", "seed_size=300",
+    summary = main(stage.STAGE, [f"in_dir={clean_dir}", f"out_dir={out}", "verifier=llm", "seed_size=300",
                           "holdout_size=8", "pool_sample_per_round=4", "max_rounds=1",
                           "llm_verifier.max_chars=300", "llm.base_url=local",
                           f"llm.cache_dir={tmp_path / 'cache'}",
@@ -88,21 +89,23 @@ def test_stage_with_llm_verifier_on_local_server(clean_dir, tmp_path):
 
 def test_repair_turn_and_failures_are_recorded(tmp_path):
     """Scripted replies from a real HTTP endpoint (stdlib, 127.0.0.1) drive every branch: parsed
-    first, parsed after the repair turn, unparseable twice, request failed."""
+    first, parsed after the repair turn, unparseable twice, request failed (first or repair turn)."""
     def reply_for(messages: list[dict]) -> tuple[int, str]:
         text = messages[1]["content"]
-        if "TEXT-ERR" in text:
+        if "TEXT-ERR" in text or ("TEXT-RERR" in text and len(messages) > 2):
             return 400, ""
         if len(messages) == 2:
             return 200, '{"label": "low"}' if "TEXT-OK" in text else "I think it is fine."
+        assert messages[-1]["content"] == REPAIR.format()        # the repair turn's text
         return 200, 'Sure: {"label": "high"}' if "TEXT-FIX" in text else "no idea"
 
     with scripted(reply_for, tmp_path) as (client, _):
         v = LLMVerifier(client, LLMVerifierParams(constrained_json=False))
-        labels = v.verify(["TEXT-OK a", "TEXT-FIX b", "TEXT-BAD c", "TEXT-ERR d"])
-    assert labels == ["low", "high", None, None]
-    check_accounting(v, labels, 4)
+        labels = v.verify(["TEXT-OK a", "TEXT-FIX b", "TEXT-BAD c", "TEXT-ERR d", "TEXT-RERR e"])
+    assert labels == ["low", "high", None, None, None]
+    check_accounting(v, labels, 5)
     assert v.stats["parsed_first"] == 1 and v.stats["parsed_after_repair"] == 1
-    assert v.stats["parse_failures"] == 1 and v.stats["request_failures"] == 1
-    assert [f["kind"] for f in v.failures] == ["request_failed", "unparseable"]
+    assert v.stats["parse_failures"] == 1 and v.stats["request_failures"] == 2
+    assert [f["kind"] for f in v.failures] == ["request_failed", "unparseable", "request_failed"]
     assert v.failures[1]["raw"] == "no idea" and v.failures[1]["text_head"] == "TEXT-BAD c"
+    assert v.failures[2]["text_head"] == "TEXT-RERR e" and v.failures[2]["raw"]

@@ -1,5 +1,5 @@
 """The quality stage on a real clean-stage-shaped input: accounting, pass-through, determinism,
-MLflow per-round metrics, and the stage shell."""
+MLflow per-round metrics, and the stage on the runner."""
 
 from __future__ import annotations
 
@@ -10,20 +10,18 @@ from pathlib import Path
 import pytest
 
 from tasks.common.config import ConfigError, build
-from tasks.common.io import iter_jsonl, shard_paths
-from tasks.corpus.quality.signals import build_vocab
-from tasks.corpus.quality.run import QualityConfig, run
-from tasks.corpus.quality.verifiers import LocalVerifier
+from tasks.common.io import StageSink, iter_jsonl, shard_paths
+from tasks.common.stage import main
+from tasks.corpus.quality.run import QualityConfig, quality_filter
 
 SMALL = dict(seed_size=300, pool_sample_per_round=150, holdout_size=100, max_rounds=2, seed=1234,
              target_accuracy=0.999)   # unreachable here: both rounds always run
 
 
 def run_stage(clean_dir: Path, out: Path, **over) -> dict:
-    cfg = QualityConfig(**{**SMALL, **over})
-    out.mkdir(parents=True)
-    sink, extra = run(cfg, clean_dir, out, lambda pool: LocalVerifier(cfg.local_verifier, build_vocab(pool)))
-    return sink.close(**extra)
+    cfg = QualityConfig(**{**SMALL, "in_dir": str(clean_dir), **over})
+    sink = StageSink(out, shard_size=cfg.shard_size)
+    return sink.close(**quality_filter(cfg, sink))
 
 
 def digest(root: Path) -> dict[str, str]:
@@ -80,13 +78,13 @@ def test_config_is_validated():
         build(QualityConfig, {"fasttext": {"epochs": 3}}, "quality")
 
 
-def test_stage_shell_logs_round_metrics_to_mlflow(clean_dir, tmp_path, monkeypatch, isolated_mlflow):
+def test_stage_logs_round_metrics_to_mlflow(clean_dir, tmp_path, monkeypatch, isolated_mlflow):
     import mlflow
 
     import tasks.quality as stage
 
     out = tmp_path / "quality"
-    summary = stage.main([f"in_dir={clean_dir}", f"out_dir={out}", "seed_size=300",
+    summary = main(stage.STAGE, [f"in_dir={clean_dir}", f"out_dir={out}", "seed_size=300",
                           "pool_sample_per_round=150", "holdout_size=100", "max_rounds=2",
                           "target_accuracy=0.999"])
     assert (out / "summary.json").exists() and (out / "quality_model.bin").exists()
@@ -98,3 +96,13 @@ def test_stage_shell_logs_round_metrics_to_mlflow(clean_dir, tmp_path, monkeypat
     assert {m.step for m in client.get_metric_history(run.info.run_id, "agreement")} == {1, 2}
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"rounds.json", "quality_model.bin", "summary.json"} <= artifacts
+
+
+def test_llm_verifier_needs_the_runner_client():
+    import tasks.quality as stage
+    from tasks.corpus.quality.run import make_verifier
+
+    assert stage.STAGE.uses_llm(QualityConfig(verifier="llm")) and not stage.STAGE.uses_llm(QualityConfig())
+    with pytest.raises(ValueError, match="LLM client"):
+        make_verifier(QualityConfig(verifier="llm"), ["a text"])
+    assert make_verifier(QualityConfig(), ["a text"]).name == "local"

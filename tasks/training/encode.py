@@ -1,15 +1,13 @@
-"""CPT samples -> token ids and image references; a Dataset in a given order; the batch collator.
+"""Training samples -> token ids, image references and (for conversations) an assistant-token mask.
 
     vlm = load_model("data/base_model/model")                  # tasks/training/model_io.py
     encoder = SampleEncoder(vlm.processor, EncodeParams(max_tokens=512), project_root(),
                             budget=vlm.budget, factor=vlm.factor)
-    encoded, rejected = encode_all(samples, encoder)      # rejected: [{id, reason, detail}]
-    dataset = OrderedDataset(encoded_by_id, ["id-3", "id-1", ...])
-    collate = CptCollator(vlm.processor, encoder.budget, encoder.factor)
-    batch = collate([dataset[0], dataset[1]])   # input_ids, attention_mask, labels, pixel_values, ...
+    encoded, rejected = encode_all(samples, encoder)      # rejected: records.rejection entries + id
 
-A sample follows the cpt_data contract (tasks/cpt_synthesis/samples.py): `text` (plain) or `messages` (chat
-turns, image parts {"type": "image"}), `images` [{path, sha256}] relative to the project root.
+A sample follows the training-sample contract (tasks/cpt_synthesis/samples.py): `text` (plain) or
+`messages` (chat turns, image parts {"type": "image"}), `images` [{path, sha256}] relative to the
+project root. Every training stage (CPT now; mid-training, SFT, RL next) encodes this way.
 
 Choices, and why:
 - Encoding happens once, before training, for every sample: a bad sample is found and skipped
@@ -17,41 +15,43 @@ Choices, and why:
   before the first step, never mid-epoch, and the schedule holds only trainable samples. The
   image checks are models.images' (1x1 -> too_small, 20000x20 -> extreme_aspect_ratio; grayscale,
   CMYK and 16-bit images are converted, not rejected). Images are decoded again by the collator
-  (keeping pixel arrays for the whole corpus would not fit in memory); if an image changed on
-  disk since encoding, the collator drops that row and records the reason instead of crashing.
+  (tasks/training/collate.py: keeping pixel arrays for a whole corpus would not fit in memory).
 - Plain text gets its images' placeholders in front ("<image>\\n" per image, then the text), a
   caption/report layout; conversations render with the model's chat template, which places each
   image part where it is. Every sample ends with the document separator (`doc_end_token`, the
   tokenizer's eos when the vocabulary lacks it), so the model learns where documents end.
-- CPT loss is next-token prediction on every text token of every sample, conversations included
-  (a pre-training objective, not a supervised one); image placeholder positions and padding are
-  masked out of the labels.
+- Conversations also get `assistant_mask` (True on the tokens of assistant turns): from the
+  template's own `{% generation %}` marks when it has them (the project's template does,
+  models/chat_template.py), else from where each assistant turn starts and ends in the rendering
+  (the rendering of the turns before it with a generation prompt, and of the turns up to it). The
+  collator's `assistant_only_loss` uses it (SFT); CPT trains on every text token and ignores it. A
+  conversation whose mask cannot be derived keeps `assistant_mask=None`; an encoder built with
+  `require_assistant_mask=True` rejects it instead (`no_assistant_tokens`).
 - Over-long samples: a raw text above `max_text_chars` is skipped (tokenizing a multi-megabyte
   string costs more than it teaches); otherwise the token sequence is cut at `max_tokens` and the
   cut is counted. An image sample is only cut after its last image placeholder, keeping at
   least `min_text_tokens` of text; otherwise it is skipped (`image_tokens_exceed_max_tokens`),
   because a cut through an image's placeholders breaks the image-feature scatter.
-- Text-only and image-text samples share batches: grouping by modality would reorder the
-  curriculum, which is the thing under test; the collator pads images to the batch's largest
-  and the model scatters image features only into rows that have placeholders.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from models.config import ImageBudget
 from models.images import ImageError, load_image
-from tasks.common.io import PathEscapeError, file_sha256, safe_join
+from tasks.common.io import PathEscapeError, ShardedJsonlWriter, file_sha256, relative_paths, safe_join
+from tasks.common.records import rejection
+
+GENERATION_MARK = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 class SampleSkip(ValueError):
@@ -61,6 +61,21 @@ class SampleSkip(ValueError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+def sample_rejection(sample_id: Any, reason: str, detail: str = "", *, locator: str | None = None) -> dict:
+    """A rejection entry (tasks.common.records.rejection) for a training sample, named by its id."""
+    return {**rejection(reason, detail, locator=locator), "id": sample_id}
+
+
+def write_rejections(directory: str | os.PathLike, entries: Iterable[dict]) -> int:
+    """`directory`/part-*.jsonl (the project's one rejection layout), absolute paths in the entries made
+    relative to the project root (or ${data_root}); returns the count."""
+    writer = ShardedJsonlWriter(Path(directory))
+    for entry in entries:
+        writer.write(relative_paths(entry))
+    writer.close()
+    return writer.count
 
 
 @dataclasses.dataclass
@@ -93,10 +108,19 @@ class EncodedSample:
     image_paths: tuple[str, ...]          # absolute paths, in placeholder order
     n_image_tokens: int
     truncated: bool
+    chat: bool = False                    # rendered from `messages`
+    assistant_mask: np.ndarray | None = None   # bool per token (chat only): inside an assistant turn
 
     @property
     def n_tokens(self) -> int:
         return len(self.input_ids)
+
+    def clipped(self, n: int) -> EncodedSample:
+        """The first `n` tokens (the mask cut with them)."""
+        if n >= self.n_tokens:
+            return self
+        mask = self.assistant_mask[:n] if self.assistant_mask is not None else None
+        return dataclasses.replace(self, input_ids=self.input_ids[:n], assistant_mask=mask, truncated=True)
 
 
 def tokenizer_of(processor):
@@ -125,11 +149,36 @@ def image_token_ids(processor) -> set[int]:
     return ids
 
 
+def align_mask(text_ids: list[int], text_mask: list[bool], ids: np.ndarray, image_ids: set[int]) -> np.ndarray | None:
+    """`text_mask` (over the tokenization of the rendered text, one token per image placeholder)
+    carried over to `ids` (the processor's, each placeholder expanded to the image's tokens, which
+    get False); None when the two sequences do not correspond."""
+    out: list[bool] = []
+    i = j = 0
+    while i < len(text_ids) and j < len(ids):
+        if text_ids[i] in image_ids:
+            while i < len(text_ids) and text_ids[i] in image_ids:
+                i += 1
+            while j < len(ids) and int(ids[j]) in image_ids:
+                out.append(False)
+                j += 1
+        elif text_ids[i] == int(ids[j]):
+            out.append(bool(text_mask[i]))
+            i += 1
+            j += 1
+        else:
+            return None
+    if i != len(text_ids) or j != len(ids):
+        return None
+    return np.asarray(out, dtype=bool)
+
+
 class SampleEncoder:
-    """Turns one CPT sample into an EncodedSample or raises SampleSkip."""
+    """Turns one sample into an EncodedSample or raises SampleSkip."""
 
     def __init__(self, processor, params: EncodeParams, root: str | os.PathLike, *,
-                 budget: ImageBudget | None = None, factor: int | None = None):
+                 budget: ImageBudget | None = None, factor: int | None = None,
+                 require_assistant_mask: bool = False):
         self.processor = processor
         self.tokenizer = tokenizer_of(processor)
         self.params = params
@@ -138,6 +187,7 @@ class SampleEncoder:
         self.factor = factor or image_factor_of(processor)
         self.image_token = getattr(self.tokenizer, "image_token", None) or getattr(processor, "image_token", None)
         self.image_ids = image_token_ids(processor)
+        self.require_assistant_mask = require_assistant_mask
         vocab = self.tokenizer.get_vocab()
         end = params.doc_end_token if params.doc_end_token in vocab else self.tokenizer.eos_token
         if end is None:
@@ -209,13 +259,70 @@ class SampleEncoder:
                 return self.tokenizer.apply_chat_template(messages, tokenize=False)
             except Exception as e:  # noqa: BLE001 -- jinja raises many types for a malformed turn
                 raise SampleSkip("bad_sample", f"chat template: {type(e).__name__}: {str(e)[:200]}") from None
+        return "\n".join(self._plain_lines(messages))
+
+    def _plain_lines(self, messages: list) -> list[str]:
+        """The rendering of a conversation for a tokenizer without a chat template."""
         lines = []
         for m in messages:
             c = m["content"]
             if isinstance(c, list):
                 c = "".join(self.image_token if p.get("type") == "image" else p.get("text", "") for p in c)
             lines.append(f"{m.get('role', 'user')}: {c}")
-        return "\n".join(lines)
+        return lines
+
+    # ---- the assistant mask -------------------------------------------------------------------
+    def assistant_spans(self, messages: list, text: str) -> list[tuple[int, int]] | None:
+        """Character spans of the assistant turns in `text` (the conversation's rendering), from
+        where the rendering of each turn's prefix ends; None when renderings are not prefixes."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        spans = []
+        if not template:
+            lines, pos = self._plain_lines(messages), 0
+            for m, line in zip(messages, lines):
+                if m.get("role") == "assistant":
+                    spans.append((pos + len("assistant: "), pos + len(line)))
+                pos += len(line) + 1
+            return spans
+
+        def rendered(msgs: list, generation_prompt: bool) -> str:
+            if not msgs and not generation_prompt:
+                return ""
+            return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=generation_prompt)
+
+        for i, m in enumerate(messages):
+            if m.get("role") != "assistant":
+                continue
+            upto = rendered(messages[: i + 1], False)
+            start = rendered(messages[:i], True)
+            if not (text.startswith(upto) and upto.startswith(start)):
+                return None
+            end = len(upto.rstrip("\n"))     # the turn's end marker, not the line break after it
+            spans.append((len(start), end))
+        return spans
+
+    def text_mask(self, messages: list, text: str) -> tuple[list[int], list[bool]] | None:
+        """(token ids of `text` as the tokenizer alone splits it, True where the token is in an assistant turn)."""
+        template = getattr(self.tokenizer, "chat_template", None)
+        if template and GENERATION_MARK.search(template):
+            out = self.tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+                                                     return_assistant_tokens_mask=True)
+            return list(out["input_ids"]), [bool(x) for x in out["assistant_masks"]]
+        spans = self.assistant_spans(messages, text)
+        if spans is None:
+            return None
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        flags = [any(s <= start < e for s, e in spans) for start, _ in enc["offset_mapping"]]
+        return list(enc["input_ids"]), flags
+
+    def assistant_mask(self, messages: list, text: str, ids: np.ndarray) -> np.ndarray | None:
+        try:
+            got = self.text_mask(messages, text)
+        except Exception:  # noqa: BLE001 -- a template or tokenizer that cannot say: no mask, not a crash
+            return None
+        if got is None:
+            return None
+        return align_mask(got[0], got[1], ids, self.image_ids)
 
     # ---- one sample ---------------------------------------------------------------------------
     def encode(self, sample: Any) -> EncodedSample:
@@ -237,7 +344,13 @@ class SampleEncoder:
             ids = np.asarray(out["input_ids"][0], dtype=np.int64)
         else:
             ids = np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
+        messages = sample.get("messages") or []
+        mask = self.assistant_mask(messages, text, ids) if messages else None
+        if messages and self.require_assistant_mask and (mask is None or not mask.any()):
+            raise SampleSkip("no_assistant_tokens", "no assistant turn could be located in the rendering")
         ids = np.append(ids, self.doc_end_id)
+        if mask is not None:
+            mask = np.append(mask, False)
         is_image = np.isin(ids, list(self.image_ids)) if self.image_ids else np.zeros(len(ids), bool)
         n_image_tokens = int(is_image.sum())
         if images and n_image_tokens == 0:
@@ -253,8 +366,9 @@ class SampleEncoder:
                                      f"{n_image_tokens} image tokens end at {last + 1}, max_tokens "
                                      f"{self.params.max_tokens}")
             ids = ids[: self.params.max_tokens]
+            mask = mask[: self.params.max_tokens] if mask is not None else None
         return EncodedSample(sample["id"], kind, ids.astype(np.int32), tuple(str(p) for p in paths),
-                             n_image_tokens, truncated)
+                             n_image_tokens, truncated, chat=bool(messages), assistant_mask=mask)
 
 
 def encode_all(samples: Iterable[dict], encoder: SampleEncoder) -> tuple[dict[str, EncodedSample], list[dict]]:
@@ -266,10 +380,10 @@ def encode_all(samples: Iterable[dict], encoder: SampleEncoder) -> tuple[dict[st
         try:
             enc = encoder.encode(s)
         except SampleSkip as e:
-            rejected.append({"id": sid, "reason": e.reason, "detail": e.detail})
+            rejected.append(sample_rejection(sid, e.reason, e.detail))
             continue
         if enc.id in kept:
-            rejected.append({"id": enc.id, "reason": "duplicate_id", "detail": "id seen earlier"})
+            rejected.append(sample_rejection(enc.id, "duplicate_id", "id seen earlier"))
             continue
         kept[enc.id] = enc
     return kept, rejected
@@ -283,135 +397,3 @@ def encoding_stats(kept: dict[str, EncodedSample], rejected: list[dict]) -> dict
             "by_kind": dict(sorted(kinds.items())), "truncated": sum(e.truncated for e in kept.values()),
             "tokens": int(tokens.sum()), "image_tokens": sum(e.n_image_tokens for e in kept.values()),
             "tokens_mean": round(float(tokens.mean()), 2), "tokens_max": int(tokens.max())}
-
-
-class OrderedDataset(torch.utils.data.Dataset):
-    """Encoded samples in schedule order: item k is the k-th schedule entry (replays repeat ids)."""
-
-    def __init__(self, encoded: dict[str, EncodedSample], order: list[str]):
-        missing = [i for i in order if i not in encoded]
-        if missing:
-            raise KeyError(f"{len(missing)} scheduled ids have no encoded sample, e.g. {missing[:3]}")
-        self.encoded = encoded
-        self.order = list(order)
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __getitem__(self, k: int) -> dict:
-        return {"position": k, "sample": self.encoded[self.order[k]]}
-
-    def fingerprint(self) -> str:
-        """sha256 of the id sequence: a resumed run must train the same order."""
-        h = hashlib.sha256()
-        for i in self.order:
-            h.update(i.encode())
-            h.update(b"\n")
-        return h.hexdigest()
-
-
-class CptCollator:
-    """Pads a list of dataset items into a batch; labels mask padding and image placeholders.
-
-    Extra keys, popped by the trainer before the forward pass: `sample_ids`, `positions` (for the
-    order trace) and `skipped` ([(id, reason)] rows dropped because an image failed to load).
-    """
-
-    def __init__(self, processor, budget: ImageBudget, factor: int, pad_to_multiple_of: int = 8,
-                 blank_image_for_text: bool = False):
-        self.processor = processor
-        self.image_processor = getattr(processor, "image_processor", None)
-        tok = tokenizer_of(processor)
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        self.image_ids = sorted(image_token_ids(processor))
-        self.image_token_id = getattr(processor, "image_token_id", None) or getattr(tok, "image_token_id", None)
-        # several processes: every batch runs the vision tower (see add_blank_image)
-        self.blank_image_for_text = blank_image_for_text and self.image_processor is not None \
-            and self.image_token_id is not None
-        self.budget = budget
-        self.factor = factor
-        self.pad_to_multiple_of = pad_to_multiple_of
-        self.skipped: list[tuple[str, str]] = []
-
-    def load_images(self, sample: EncodedSample) -> list:
-        out = []
-        for p in sample.image_paths:
-            if not os.path.isfile(p):
-                raise SampleSkip("image_missing", f"{p} vanished after encoding")
-            try:
-                out.append(load_image(p, self.budget, self.factor))
-            except (ImageError, OSError) as e:
-                raise SampleSkip(f"image_{getattr(e, 'reason', 'unreadable')}", str(e)[:200]) from None
-        return out
-
-    def __call__(self, items: list[dict]) -> dict:
-        rows, images, skipped = [], [], []
-        for item in items:
-            s: EncodedSample = item["sample"]
-            try:
-                imgs = self.load_images(s)
-            except SampleSkip as e:
-                skipped.append((s.id, e.reason))
-                continue
-            rows.append(item)
-            images.extend(imgs)
-        self.skipped.extend(skipped)
-        if not rows:
-            # one padding token, nothing to predict: the trainer runs it as a zero-loss step
-            one = torch.full((1, 1), self.pad_id, dtype=torch.long)
-            batch = {"input_ids": one, "attention_mask": torch.ones_like(one), "labels": torch.full_like(one, -100),
-                     "empty_batch": True, "skipped": skipped, "sample_ids": [], "positions": []}
-            return self.add_blank_image(batch) if self.blank_image_for_text else batch
-        longest = max(r["sample"].n_tokens for r in rows)
-        m = self.pad_to_multiple_of
-        width = -(-longest // m) * m if m > 1 else longest
-        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, item in enumerate(rows):
-            ids = torch.from_numpy(item["sample"].input_ids.astype(np.int64))
-            input_ids[r, : len(ids)] = ids
-            attention[r, : len(ids)] = 1
-        labels = input_ids.masked_fill(attention == 0, -100)
-        if self.image_ids:
-            labels = labels.masked_fill(torch.isin(input_ids, torch.tensor(self.image_ids)), -100)
-        batch = {"input_ids": input_ids, "attention_mask": attention, "labels": labels,
-                 "sample_ids": [r["sample"].id for r in rows], "positions": [r["position"] for r in rows],
-                 "skipped": skipped}
-        if images:
-            self.add_pixels(batch, images)
-        elif self.blank_image_for_text:
-            self.add_blank_image(batch)
-        return batch
-
-    def add_pixels(self, batch: dict, images: list) -> None:
-        px = self.image_processor(images=images, return_tensors="pt")
-        batch["pixel_values"] = px["pixel_values"]
-        if "image_sizes" in px:
-            batch["image_sizes"] = px["image_sizes"]
-
-    def add_blank_image(self, batch: dict) -> dict:
-        """A text-only batch gains one blank one-token image whose placeholder sits in an extra,
-        masked column (attention 0, label -100): it changes no logit, no loss and no gradient, but
-        the vision tower runs. Why: under several processes every rank must run the same modules
-        in the same order -- ZeRO-3 gathers each module's parameters with a collective as it
-        runs, and DDP/ZeRO reduce every parameter's gradient -- so one rank skipping the vision
-        tower while another runs it would hang or corrupt the collectives."""
-        from PIL import Image
-
-        n = batch["input_ids"].shape[0]
-        column = torch.full((n, 1), self.pad_id, dtype=torch.long)
-        column[0, 0] = self.image_token_id
-        batch["input_ids"] = torch.cat([batch["input_ids"], column], dim=1)
-        batch["attention_mask"] = torch.cat([batch["attention_mask"], torch.zeros((n, 1), dtype=torch.long)], 1)
-        batch["labels"] = torch.cat([batch["labels"], torch.full((n, 1), -100, dtype=torch.long)], 1)
-        self.add_pixels(batch, [Image.new("RGB", (self.factor, self.factor))])
-        return batch
-
-
-EXTRA_BATCH_KEYS = ("sample_ids", "positions", "skipped", "empty_batch")
-
-
-def split_batch(batch: dict) -> tuple[dict, dict]:
-    """(model inputs, bookkeeping) from a collated batch."""
-    extra = {k: batch[k] for k in EXTRA_BATCH_KEYS if k in batch}
-    return {k: v for k, v in batch.items() if k not in EXTRA_BATCH_KEYS}, extra

@@ -1,11 +1,14 @@
-"""Reading the CPT corpus and the seeded splits both CPT stages agree on.
+"""Reading training-sample shards, and the seeded splits every stage over them agrees on.
 
-    samples, bad_lines = read_samples("data/cpt_data/samples")   # bad_lines: [{reason, detail, locator}]
+    samples, bad_lines = read_samples("data/cpt_data/samples")   # bad_lines: rejection entries (id None)
     chosen, left_out = cap_samples(samples, max_samples=5000, seed=1234)
     heldout = heldout_ids(encoded, fraction=0.03, max_samples=300, kinds=[...], seed=1234)
+    warm = hash_fraction(ids, 0.10, seed, "warmup", at_least=16)
 
-Splits are by a seeded hash of the sample id, so they do not depend on shard order or count, and
-the same corpus + seed always gives the same held-out set and warm-up subset.
+Splits are by a seeded hash of the sample id (salted per purpose), so they do not depend on shard
+order or count, and the same corpus + seed always gives the same held-out set and warm-up subset:
+cpt_order sets the held-out split aside and cpt measures on exactly those samples. Both CPT stages
+(and later training stages) import this module; it depends on tasks.common only.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import hashlib
 from pathlib import Path
 
 from tasks.common.io import iter_jsonl, shard_paths
+from tasks.common.records import rejection
 
 
 def read_samples(in_dir: str | Path) -> tuple[list[dict], list[dict]]:
@@ -25,11 +29,9 @@ def read_samples(in_dir: str | Path) -> tuple[list[dict], list[dict]]:
     for path in paths:
         for obj, rej in iter_jsonl(path):
             if rej is not None:
-                bad.append({"id": None, "reason": rej["reason"], "detail": rej["detail"],
-                            "locator": rej.get("locator")})
+                bad.append({**rej, "id": None})
             elif not isinstance(obj, dict):
-                bad.append({"id": None, "reason": "not_an_object", "detail": type(obj).__name__,
-                            "locator": str(path)})
+                bad.append({**rejection("not_an_object", type(obj).__name__, locator=str(path)), "id": None})
             else:
                 samples.append(obj)
     return samples, bad
