@@ -130,8 +130,10 @@ def path_prefixes(data_root: str | os.PathLike | None = None) -> list[tuple[str,
             data_root = load_params().get("data_root", "../shared/data")
         except OSError:
             data_root = None
-    data_root = str(resolve(str(data_root)).resolve()) if data_root else None
-    pairs = [(data_root, "${data_root}")] if data_root else []
+    pairs = []
+    if data_root:  # as joined to the root (`/repo/../data`) and as resolved (`/data`): both reach outputs
+        joined = resolve(str(data_root))
+        pairs = [(str(joined), "${data_root}"), (str(joined.resolve()), "${data_root}")]
     pairs += [(root + "/", ""), (root, ".")]
     return sorted(pairs, key=lambda p: -len(p[0]))
 

@@ -58,3 +58,18 @@ def test_stage_sink_accounting(tmp_path):
     broken.keep(make_record("s", 0, "t"))
     with pytest.raises(RuntimeError, match="accounting broken"):
         broken.close()
+
+
+def test_relative_paths_cover_a_data_root_given_relative_to_the_project(tmp_path, monkeypatch):
+    """A data root configured as `../data` reaches outputs both as `<root>/../data/...` (joined) and as
+    `/.../data/...` (resolved); either way it is written `${data_root}/...`, and the project root goes."""
+    from tasks.common.io import path_prefixes, relative_paths
+
+    project = tmp_path / "project"
+    project.mkdir()
+    monkeypatch.setenv("MEDX_PROJECT_ROOT", str(project))
+    prefixes = path_prefixes("../data")
+    obj = {"a": f"{project}/../data/x.xml#3", "b": [f"{tmp_path}/data/y.json", f"{project}/data/out/z.jsonl:2"],
+           "c": 7}
+    assert relative_paths(obj, prefixes) == {"a": "${data_root}/x.xml#3",
+                                             "b": ["${data_root}/y.json", "data/out/z.jsonl:2"], "c": 7}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from local_server import real_local_server
 from tiny_hf_models import build_lighton, build_llama, build_llava
 
 
@@ -31,11 +32,5 @@ def tiny_lighton(tmp_path_factory):
 @pytest.fixture(scope="session")
 def local_llm(tmp_path_factory):
     """The project's real llama.cpp server with SmolLM2-135M-Instruct (LLMConfig with its live URL)."""
-    from tasks.llm.client import LLMConfig, LocalServerConfig
-    from tasks.llm.server import endpoint
-
-    tmp = tmp_path_factory.mktemp("llm")
-    cfg = LLMConfig(cache_dir=str(tmp / "cache"), max_tokens=48, seed=1234, timeout_s=120,
-                    server=LocalServerConfig(log_file=str(tmp / "server.log")))
-    with endpoint(cfg) as live:
+    with real_local_server(tmp_path_factory.mktemp("llm"), max_tokens=48) as live:
         yield live

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from local_server import real_local_server
 from scripted_endpoint import ScriptedEndpoint
 
 from tasks.extraction.llm import (
@@ -196,13 +197,7 @@ def test_constrained_json_sends_the_batch_schema(tmp_path):
 # ----------------------------------------------------------------------------- the real server
 @pytest.fixture(scope="module")
 def local_llm_entities(tmp_path_factory):
-    from tasks.llm.client import LocalServerConfig
-    from tasks.llm.server import endpoint
-
-    tmp = tmp_path_factory.mktemp("llm_entities")
-    cfg = LLMConfig(cache_dir=str(tmp / "cache"), seed=1234, timeout_s=120, max_retries=1,
-                    server=LocalServerConfig(log_file=str(tmp / "server.log")))
-    with endpoint(cfg) as live:
+    with real_local_server(tmp_path_factory.mktemp("llm_entities"), max_retries=1) as live:
         yield live
 
 

@@ -11,6 +11,7 @@ import re
 import pytest
 from knowledge_graph.test_kg_fixtures import read_jsonl, stage_args, write_inputs
 from knowledge_graph.test_kg_relations import NORMS, hits_of
+from local_server import real_local_server
 from scripted_endpoint import ScriptedEndpoint
 
 from tasks.knowledge_graph.llm import (
@@ -191,12 +192,7 @@ def test_stage_with_llm_relations_records_failures_and_keeps_going(tmp_path):
 def test_real_local_server_accounts_for_every_sentence(tmp_path):
     """SmolLM2-135M on the relation prompt: its judgment is not asserted (ARCHITECTURE.md "LLM roles"), the
     accounting is -- every sentence parsed or recorded with its raw reply, a re-run served from cache."""
-    from tasks.llm.client import LocalServerConfig
-    from tasks.llm.server import endpoint
-
-    cfg = LLMConfig(cache_dir=str(tmp_path / "cache"), seed=1234, timeout_s=120, max_retries=1,
-                    server=LocalServerConfig(log_file=str(tmp_path / "server.log")))
-    with endpoint(cfg) as live, LLMClient(live) as client:
+    with real_local_server(tmp_path, max_retries=1) as live, LLMClient(live) as client:
         ex = LLMRelationExtractor(client, NORMS, LLMRelationParams(max_tokens=128))
         rels = ex.extract(SENTENCES)
         first = client.stats

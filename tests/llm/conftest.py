@@ -10,6 +10,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from local_server import real_local_server
 
 
 def pytest_configure(config):
@@ -108,11 +109,5 @@ def stub_server():
 @pytest.fixture(scope="session")
 def local_llm(tmp_path_factory):
     """(LLMConfig with the live base_url) for the real llama.cpp + SmolLM2 server, once per session."""
-    from tasks.llm.client import LLMConfig, LocalServerConfig
-    from tasks.llm.server import endpoint
-
-    tmp = tmp_path_factory.mktemp("llm")
-    cfg = LLMConfig(cache_dir=str(tmp / "cache"), max_tokens=48, seed=1234, timeout_s=60,
-                    server=LocalServerConfig(log_file=str(tmp / "server.log")))
-    with endpoint(cfg) as live:
+    with real_local_server(tmp_path_factory.mktemp("llm"), max_tokens=48) as live:
         yield live

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from local_server import real_local_server
 
 from tasks.tree.attach import LLMAttacher, attach_all
 from tasks.tree.build import FrozenCore
@@ -29,15 +30,12 @@ def frozen_core() -> FrozenCore:
 
 @pytest.mark.llm_server
 def test_llm_attachment_on_local_server_accounts_for_every_entity(tmp_path):
-    from tasks.llm.client import LLMClient, LLMConfig, LocalServerConfig
-    from tasks.llm.server import endpoint
+    from tasks.llm.client import LLMClient
 
-    cfg = LLMConfig(cache_dir=str(tmp_path / "cache"), max_tokens=64, seed=1234, timeout_s=120,
-                    server=LocalServerConfig(log_file=str(tmp_path / "server.log")))
     entities = [Entity(n, n, "Disease", 1, 1, [{"text": n, "type": "Disease", "count": 1}])
                 for n in ("migraine", "duodenal ulcer")]
     core = frozen_core()
-    with endpoint(cfg) as live, LLMClient(live) as client:
+    with real_local_server(tmp_path, max_tokens=64) as live, LLMClient(live) as client:
         working = core.tree.copy()
         att = LLMAttacher(client, core, tree_max_chars=500)
         res = attach_all(entities, None, core, working, att, LocalResolver(core.tree, EvidenceIndex([])),

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from local_server import real_local_server
 
 from tasks.common.io import ShardedJsonlWriter
 from tasks.common.records import make_record, rejection
@@ -85,11 +86,5 @@ def clean_dir(tmp_path_factory, medquad_all) -> Path:
 @pytest.fixture(scope="session")
 def local_llm_quality(tmp_path_factory):
     """The real llama.cpp + SmolLM2 endpoint for the LLMVerifier tests (own cache dir)."""
-    from tasks.llm.client import LLMConfig, LocalServerConfig
-    from tasks.llm.server import endpoint
-
-    tmp = tmp_path_factory.mktemp("llmq")
-    cfg = LLMConfig(cache_dir=str(tmp / "cache"), max_tokens=24, seed=1234,
-                    server=LocalServerConfig(log_file=str(tmp / "server.log")))
-    with endpoint(cfg) as live:
+    with real_local_server(tmp_path_factory.mktemp("llmq"), max_tokens=24) as live:
         yield live
