@@ -30,7 +30,7 @@ from typing import Any
 from eval import MODES, PRIMARY
 from eval.runner import EvalResult
 from eval.scoring import aggregate
-from tasks.common.io import path_prefixes, relative_paths, write_json
+from tasks.common.io import path_prefixes, read_jsonl, relative_paths, write_json
 
 
 def _mode_applies(result: EvalResult, name: str, mode: str) -> bool:
@@ -107,22 +107,14 @@ def load_decontam(report_path: str | Path, kept_dirs: list[str | Path] = ()) -> 
         return {"path": str(path), "available": False}
     index: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
     records: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            item = row.get("benchmark_item", row.get("item"))
-            index[(row["benchmark"], str(item))].append((row["kind"], row["record_id"]))
-            records.add(row["record_id"])
+    for row in read_jsonl(path):
+        item = row.get("benchmark_item", row.get("item"))
+        index[(row["benchmark"], str(item))].append((row["kind"], row["record_id"]))
+        records.add(row["record_id"])
     kept: set[str] = set()
     for d in kept_dirs:
         for shard in sorted(Path(d).glob("*.jsonl")):
-            with open(shard, encoding="utf-8") as f:
-                for line in f:
-                    rid = json.loads(line).get("id")
-                    if rid in records:
-                        kept.add(rid)
+            kept.update(r["id"] for r in read_jsonl(shard) if r.get("id") in records)
     return {"path": str(path), "available": True, "index": index, "kept": kept, "kept_checked": bool(kept_dirs)}
 
 

@@ -32,6 +32,7 @@ from eval import MODES, templates
 from eval.benchmarks import CLOSED_KINDS, BenchmarkSpec, Item, load, select
 from eval.models import NoOutput
 from eval.scoring import ItemScore, score_loglik, score_output
+from tasks.common.io import iter_jsonl
 
 ITEMS_FILE = "items.jsonl"
 RUN_FILE = "run.json"
@@ -132,12 +133,8 @@ class ResultsFile:
         run_file.write_text(json.dumps({"fingerprint": fingerprint}, indent=2) + "\n")
         self.rows: dict[tuple[str, str, str], dict] = {}
         if self.path.exists():
-            with open(self.path, encoding="utf-8") as f:
-                for line in f:
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue          # a line torn by a kill mid-write: that item is asked again
+            for row, torn in iter_jsonl(self.path):
+                if torn is None:          # a line torn by a kill mid-write: that item is asked again
                     self.rows[_key(row["benchmark"], row["id"], row["mode"])] = row
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - append-as-you-go, closed by close()
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from models.checkpoint import checkpoint_digest
 from tasks.common.config import project_root, resolve
-from tasks.common.io import read_jsonl, without_wall_clock, write_json, write_jsonl
+from tasks.common.io import iter_jsonl, read_jsonl, without_wall_clock, write_json, write_jsonl
 from tasks.cpt_training.config import CptConfig
 from tasks.training.callbacks import CompletionMarkerCallback, MetricsCallback
 from tasks.training.checkpoints import CheckpointError, check_complete, checkpoint_dir, latest_complete, run_key
@@ -125,10 +125,8 @@ def merged_trace(root: Path, rank: int = 0) -> list[dict]:
     if not path.is_file():
         return []
     by_step: dict[int, tuple[str, list[dict]]] = {}
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:      # the last line of a killed run may be cut short
+    for row, torn in iter_jsonl(path):
+        if torn is not None:              # the last line of a killed run may be cut short
             continue
         attempt, rows = by_step.get(row["step"], (None, []))
         if attempt != row.get("attempt"):

@@ -24,14 +24,13 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import io
-import json
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from tasks.common.io import dumps
+from tasks.common.io import dumps, read_jsonl
 
 GRAPH_FILE, NODES_FILE, EDGES_FILE = "graph.npz", "nodes.jsonl", "edges.jsonl"
 
@@ -128,8 +127,7 @@ class KnowledgeGraph:
         d = Path(directory)
         with np.load(d / GRAPH_FILE) as z:
             csr = {k: z[k] for k in z.files}
-        with open(d / NODES_FILE, encoding="utf-8") as f:
-            nodes = [json.loads(line) for line in f]
+        nodes = read_jsonl(d / NODES_FILE)
         if len(nodes) != len(csr["indptr"]) - 1:
             raise ValueError(f"{d}: {len(nodes)} nodes in {NODES_FILE} but the CSR has {len(csr['indptr']) - 1}")
         return cls(csr, nodes, d / EDGES_FILE)
@@ -149,8 +147,7 @@ class KnowledgeGraph:
         if self._edges is None:
             if self._edges_path is None:
                 raise ValueError("this graph was built without edges.jsonl")
-            with open(self._edges_path, encoding="utf-8") as f:
-                self._edges = [json.loads(line) for line in f]
+            self._edges = read_jsonl(self._edges_path)
         return self._edges[edge_id]
 
     def degree(self, node: int | str) -> int:
