@@ -23,7 +23,9 @@ from project_copy import PROJECT, make_project_copy, project_env, run_in
 
 from tasks.pipeline import expand_stages, read_stage_graph, task_id
 
-pytestmark = pytest.mark.e2e
+# the whole tiny pipeline runs in the first test's setup and again in the forced re-run: more than the
+# suite-wide per-test limit on a loaded 2-core machine
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
 STAGES = list(read_stage_graph(PROJECT / "dvc.yaml"))
 OUT_DIRS = {name: spec["outs"][0] for name, spec in expand_stages(PROJECT / "dvc.yaml").items()}
