@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 
 import pytest
@@ -28,7 +27,6 @@ def test_missing_model_package_or_file_is_a_clear_error(tmp_path):
 
 @pytest.mark.llm_server
 def test_real_server_completion_through_client(local_llm):
-    t0 = time.monotonic()
     assert local_llm.base_url.startswith("http://127.0.0.1:")
     with urllib.request.urlopen(f"{local_llm.base_url}/models", timeout=5) as r:
         assert json.loads(r.read())["data"][0]["id"] == local_llm.model
@@ -40,7 +38,6 @@ def test_real_server_completion_through_client(local_llm):
         assert batch[0] == first                       # served from the cache, same text
         assert client.stats["cache_hits"] == 1 and client.stats["requests"] - client.stats["retries"] == 2
         assert client.stats["failures"] == 0 and client.stats["completion_tokens"] > 0
-    assert time.monotonic() - t0 < 60
 
 
 @pytest.mark.llm_server
