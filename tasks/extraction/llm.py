@@ -305,6 +305,21 @@ def ask_keyed_batches(client, chats: Sequence[list[dict]], sizes: Sequence[int],
     return out
 
 
+def merge_outcomes(batches: Sequence[Sequence[int]], outcomes: Sequence[BatchOutcome],
+                   stats) -> tuple[dict[int, list], dict[int, dict]]:
+    """Per-batch outcomes keyed by the units each batch asked about (`batches[i][j]` is the unit of
+    sentence j of batch i): (unit -> parsed items, unit -> failure record); counts go to `stats`."""
+    items: dict[int, list] = {}
+    problems: dict[int, dict] = {}
+    for b, o in zip(batches, outcomes):
+        for key in ("parsed_first", "parsed_after_repair", "extra_keys"):
+            stats[key] += getattr(o, key)
+        stats["repairs"] += o.repaired
+        items.update((b[j], its) for j, its in o.items.items())
+        problems.update((b[j], f) for j, f in o.failures.items())
+    return items, problems
+
+
 def _outcome(answer, n: int, seen: dict) -> BatchOutcome:
     o = BatchOutcome()
     if answer.ok:
@@ -377,14 +392,7 @@ class LLMExtractor:
         repair = REPAIR if p.prompt == "stage2" else REPAIR_STAGE1
         outcomes = ask_keyed_batches(self.client, chats, sizes, lambda reply, n: parse_batch_reply(reply, n, p),
                                      repair, self._kwargs)
-        items: dict[int, list[tuple[str, str]]] = {}            # unit -> parsed items
-        problems: dict[int, dict] = {}                           # unit -> failure record
-        for b, o in zip(batches, outcomes):
-            for key in ("parsed_first", "parsed_after_repair", "extra_keys"):
-                self.stats[key] += getattr(o, key)
-            self.stats["repairs"] += o.repaired
-            items.update((b[j], its) for j, its in o.items.items())
-            problems.update((b[j], f) for j, f in o.failures.items())
+        items, problems = merge_outcomes(batches, outcomes, self.stats)   # unit -> items / failure record
 
         for u, (di, si, s, e) in enumerate(units):
             res = results[di]

@@ -30,7 +30,15 @@ from collections import Counter
 from collections.abc import Sequence
 
 from tasks.extraction.common import normalize_entity
-from tasks.extraction.llm import NONE_WORDS, SYSTEM, ValueShapeError, ask_keyed_batches, make_batches, parse_keyed_reply
+from tasks.extraction.llm import (
+    NONE_WORDS,
+    SYSTEM,
+    ValueShapeError,
+    ask_keyed_batches,
+    make_batches,
+    merge_outcomes,
+    parse_keyed_reply,
+)
 from tasks.knowledge_graph.relations import (
     RELATION_GLOSS,
     RELATIONS,
@@ -160,14 +168,7 @@ class LLMRelationExtractor:
         self.stats["sentences"] += len(sentences)
         outcomes = ask_keyed_batches(self.client, chats, [len(b) for b in batches],
                                      lambda reply, n: parse_keyed_reply(reply, n, triples), REPAIR, self._kwargs)
-        items: dict[int, list] = {}
-        problems: dict[int, dict] = {}
-        for b, o in zip(batches, outcomes):
-            for key in ("parsed_first", "parsed_after_repair", "extra_keys"):
-                self.stats[key] += getattr(o, key)
-            self.stats["repairs"] += o.repaired
-            items.update((b[j], its) for j, its in o.items.items())
-            problems.update((b[j], f) for j, f in o.failures.items())
+        items, problems = merge_outcomes(batches, outcomes, self.stats)
 
         out: list[Relation] = []
         for u, s in enumerate(sentences):
