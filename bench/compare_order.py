@@ -1,11 +1,14 @@
-"""Curriculum vs shuffle (paper §3.4): train the `cpt` stage twice on the same ordered manifest,
-once in curriculum order and once in a seeded random order, and print held-out perplexity.
+"""Curriculum vs shuffle (paper §3.4): train the `cpt` stage twice on the same manifest, once in
+curriculum order and once in a seeded random order of exactly the same entries, and print held-out
+perplexity overall and per data kind, with 95% bootstrap intervals.
 
-    python bench/compare_order.py [key=value ...]   # overrides go to both runs, e.g. train.max_steps=80
+    python bench/compare_order.py [key=value ...]   # overrides go to both runs, e.g. train.learning_rate=1e-4
 
-Needs data/cpt_order (run `dvc repro cpt_order` first). Each run writes to a scratch directory under
-.cache/compare_order/ (not DVC outputs), logs no model and keeps no checkpoint. The same comparison as a
-DVC experiment: `dvc exp run -S cpt.order=shuffle` next to the baseline, then `dvc exp show`.
+Needs data/cpt_order (run `dvc repro cpt_order` first). `cpt` trains one full pass over the manifest
+(the manifest is the budget: cpt_order.max_samples), so both runs see every entry, replays and
+general text included, and differ only in order. Each run writes to a scratch directory under
+.cache/compare_order/ (not DVC outputs), logs no model and keeps no checkpoint. The same comparison as
+a DVC experiment: `dvc exp run -S cpt.order=shuffle` next to the baseline, then `dvc exp show`.
 """
 
 from __future__ import annotations
@@ -33,18 +36,34 @@ def train(order: str, overrides: list[str]) -> dict:
     # wall-clock figures stay out of DVC outputs; the stage prints its training tokens/s
     found = re.search(r"tokens/s=([0-9.]+)", proc.stdout)
     summary["tokens_per_s"] = float(found.group(1)) if found else None
+    metrics = json.loads((ROOT / out / "metrics.json").read_text())
+    summary["heldout_after"] = metrics["heldout_after"]
+    summary["heldout_before"] = metrics["heldout_before"]
     return summary
+
+
+def cell(r: dict) -> str:
+    return f"{r['ppl']:8.2f} [{r['ppl_ci_low']:.2f}, {r['ppl_ci_high']:.2f}]"
 
 
 def main() -> None:
     overrides = sys.argv[1:]
     rows = {order: train(order, overrides) for order in ("curriculum", "shuffle")}
-    print(f"\n{'order':<11} {'steps':>6} {'ppl before':>11} {'ppl after':>10} {'tokens/s':>9} {'wall s':>7}")
-    for order, s in rows.items():
-        print(f"{order:<11} {s['global_step']:>6} {s['heldout_ppl_before']:>11.2f} {s['heldout_ppl_after']:>10.2f} "
-              f"{s.get('tokens_per_s') or float('nan'):>9.0f} {s['wall_s']:>7.0f}")
-    c, r = rows["curriculum"]["heldout_ppl_after"], rows["shuffle"]["heldout_ppl_after"]
-    print(f"curriculum / shuffle held-out perplexity ratio: {c / r:.3f} (< 1: the curriculum helps)")
+    c, s = rows["curriculum"], rows["shuffle"]
+    if c["unique_samples"] != s["unique_samples"] or c["kept"] != s["kept"]:
+        sys.exit("the two runs did not train the same entries")
+    print(f"\nboth orders: {c['kept']} entries ({c['unique_samples']} samples), {c['global_step']} steps; "
+          f"tokens/s curriculum {c.get('tokens_per_s') or float('nan'):.0f}, "
+          f"shuffle {s.get('tokens_per_s') or float('nan'):.0f}")
+    kinds = ["overall", *sorted(c["heldout_after"].get("by_group", {}))]
+    print(f"{'held-out kind':<18} {'samples':>7}  {'base':>24}  {'curriculum':>24}  {'shuffle':>24}  cur/shuf")
+    for kind in kinds:
+        pick = (lambda r: r) if kind == "overall" else (lambda r, k=kind: r["by_group"][k])
+        b, cur, shuf = pick(c["heldout_before"]), pick(c["heldout_after"]), pick(s["heldout_after"])
+        print(f"{kind:<18} {cur['samples']:>7}  {cell(b):>24}  {cell(cur):>24}  {cell(shuf):>24}  "
+              f"{cur['ppl'] / shuf['ppl']:.3f}")
+    print("ratio < 1: the curriculum's perplexity is lower; a difference counts only where the intervals "
+          "do not overlap")
 
 
 if __name__ == "__main__":

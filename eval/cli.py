@@ -1,10 +1,11 @@
 """Command line for evaluating outside DVC, with the same protocol as the `eval` stage.
 
     python -m eval --model data/base_model/model --benchmarks medqa,pubmedqa --limit 50 --out /tmp/ev
-    python -m eval --endpoint http://host:8000/v1 --endpoint-model m --benchmarks medqa --out /tmp/ev
+    python -m eval --endpoint http://host:8000/v1 --endpoint-model m --endpoint-revision ckpt-0420 --out /tmp/ev
     python -m eval --endpoint local --benchmarks pubmedqa --limit 20 --out /tmp/ev   # project llama.cpp server
     python -m eval --predictions preds.jsonl --benchmarks medqa --out /tmp/ev        # score outputs only
     python -m eval --model M --byo my_bench=mcq:path/to/my_bench.jsonl --benchmarks my_bench --out /tmp/ev
+    python -m eval --model M --limit 20 --mode-limits loglik=200 --images max_pixels=50176 --out /tmp/ev
     python -m eval progression --root data/eval --out data/eval_progression
     python -m eval list
 
@@ -29,6 +30,27 @@ def _csv(s: str) -> list[str]:
     return [x.strip() for x in s.split(",") if x.strip()]
 
 
+def _number(s: str) -> int | float:
+    try:
+        return int(s)
+    except ValueError:
+        return float(s)
+
+
+def _mapping(s: str) -> dict[str, int | float]:
+    """'key=number,key=number' -> {key: number} (--mode-limits, --images)."""
+    out = {}
+    for part in _csv(s):
+        key, sep, value = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[key.strip()] = _number(value.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: expected key=number") from None
+    return out
+
+
 def run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m eval", description="Unified medical benchmark harness.")
     src = p.add_mutually_exclusive_group(required=True)
@@ -36,11 +58,17 @@ def run_parser() -> argparse.ArgumentParser:
     src.add_argument("--endpoint", help="OpenAI-compatible base URL, or 'local' for the project's server")
     src.add_argument("--predictions", help="JSONL of {benchmark, id, output} to score without a model")
     p.add_argument("--endpoint-model", default="", help="model name at the endpoint")
+    p.add_argument("--endpoint-revision", default="",
+                   help="what the endpoint serves (checkpoint name or hash): scopes cached answers and resume")
     p.add_argument("--vision", action="store_true", help="send images to the endpoint (data URLs)")
     p.add_argument("--benchmarks", type=_csv, default=list(BUNDLED), help=f"comma list; bundled: {','.join(BUNDLED)}")
     p.add_argument("--byo", action="append", default=[], metavar="NAME=FAMILY:PATH[:CATEGORY]",
                    help=f"a bring-your-own JSONL benchmark (families {','.join(FAMILIES)})")
     p.add_argument("--limit", type=int, default=0, help="items per benchmark, seeded sample (0 = all)")
+    p.add_argument("--mode-limits", type=_mapping, default={}, metavar="MODE=N[,MODE=N]",
+                   help="items per benchmark for a mode instead of --limit, e.g. loglik=200")
+    p.add_argument("--images", type=_mapping, default={}, metavar="KEY=N[,KEY=N]",
+                   help="image budget overrides (ImageBudget fields, e.g. max_pixels=50176,max_side=448)")
     p.add_argument("--modes", type=_csv, default=["generate", "loglik"])
     p.add_argument("--style", choices=["direct", "thinking"], default="direct")
     p.add_argument("--continuation", choices=["text", "letter"], default="text")
@@ -68,8 +96,10 @@ def config_from_args(a: argparse.Namespace) -> EvalConfig:
     name = Path(a.model or a.predictions or "").stem or a.endpoint_model or "endpoint"
     return EvalConfig(checkpoint=name,
                       model_path=a.model or "", endpoint=a.endpoint or "", endpoint_model=a.endpoint_model,
-                      endpoint_vision=a.vision, predictions=a.predictions or "", benchmarks=benchmarks, byo=byo,
-                      limit=a.limit, modes=a.modes, style=a.style, continuation=a.continuation,
+                      endpoint_revision=a.endpoint_revision, endpoint_vision=a.vision,
+                      predictions=a.predictions or "", benchmarks=benchmarks, byo=byo,
+                      limit=a.limit, mode_limits=a.mode_limits, images=a.images, modes=a.modes, style=a.style,
+                      continuation=a.continuation,
                       max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, threads=a.threads, seed=a.seed,
                       device=a.device, data_root=a.data_root, judge=JudgeConfig(method=a.judge),
                       decontam=DecontamConfig(report=a.decontam_report))
@@ -109,8 +139,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"progression: {len(res['checkpoints'])} checkpoints ({', '.join(res['checkpoints'])}), "
               f"{res['rows']} rows -> {a.out}")
         return 0
-    a = run_parser().parse_args(argv)
-    cfg = config_from_args(a)
+    parser = run_parser()
+    a = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(a)
+    except ValueError as e:          # a bad mode name, count or image budget key: a usage error
+        parser.error(str(e))
     try:
         # per-item results accumulate in <out>/work (resumable); <out>/items.jsonl is this run's
         metrics, _, _ = run(cfg, a.out, Path(a.out) / "work", progress=not a.no_progress, fresh=a.fresh,

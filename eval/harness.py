@@ -10,6 +10,10 @@ serves the llm rubric judge and `endpoint: local` (the pipeline's own model unde
 endpoint (`endpoint: http://...`) is the model under test, not the pipeline's LLM: the harness opens
 its client itself, with the `llm:` section's settings (timeouts, retries, response cache) and the
 endpoint's URL. Without a client from the caller (the CLI), the harness opens what it needs.
+
+The endpoint under test is known by its identity and `endpoint_revision` (eval/models.py): its
+normalised URL, or for `local` the served GGUF file's digest (the server's port changes every start),
+so two models served under one model name never share cached answers or resumed results.
 """
 
 from __future__ import annotations
@@ -18,13 +22,15 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from eval.benchmarks import BUNDLED, BenchmarkSpec, byo_spec, get_spec
+from eval.heldout import HeldoutConfig, heldout_perplexity
 from eval.judge import LLMRubricJudge, LocalRubricJudge
-from eval.models import EndpointModel, HFModel, PredictionsModel
+from eval.models import EndpointModel, HFModel, PredictionsModel, image_budget, local_endpoint_identity
 from eval.report import load_decontam, write_report
 from eval.runner import EvalResult, RunSettings, evaluate, write_items
+from models.config import ImageBudget
 
 
 @dataclasses.dataclass
@@ -59,12 +65,19 @@ class EvalConfig:
     endpoint: str = ""              # ... or an OpenAI-compatible base URL ("local": the `llm:` section's
                                     #     endpoint, by default the project's llama.cpp server)
     endpoint_model: str = ""        #     model name at the endpoint ("" = llm.model)
+    endpoint_revision: str = ""     #     what the endpoint serves (checkpoint name, hash): part of the
+                                    #     response-cache key and the resume identity, with the URL
     endpoint_vision: bool = False   #     send images (data URLs) to the endpoint
     predictions: str = ""           # ... or a predictions JSONL ({benchmark, id, output}) to score
     benchmarks: list[str] = dataclasses.field(default_factory=lambda: list(BUNDLED))
     byo: dict[str, ByoConfig] = dataclasses.field(default_factory=dict)
     limit: int = 0                  # items per benchmark, seeded sample (0 = all)
     limits: dict[str, int] = dataclasses.field(default_factory=dict)   # per-benchmark override
+    mode_limits: dict[str, int] = dataclasses.field(default_factory=dict)  # per-mode override of limit
+                                    # ({loglik: 200}: log-likelihood is cheap, generation is not);
+                                    # limits[benchmark] > mode_limits[mode] > limit
+    images: dict[str, Any] = dataclasses.field(default_factory=dict)   # ImageBudget overrides (training's
+                                    # encode.images keys) over the checkpoint's medx_model.json budget
     modes: list[str] = dataclasses.field(default_factory=lambda: ["generate", "loglik"])
     style: str = "direct"           # direct | thinking (<think> block stripped before parsing)
     continuation: str = "text"      # loglik continuations: option text | letter
@@ -81,19 +94,22 @@ class EvalConfig:
     work_root: str = ".cache/eval"  # resumable per-item results, outside DVC outputs
     judge: JudgeConfig = dataclasses.field(default_factory=JudgeConfig)
     decontam: DecontamConfig = dataclasses.field(default_factory=DecontamConfig)
+    # held-out medical perplexity of a project checkpoint (eval/heldout.py); heldout: "" = not measured
+    perplexity: HeldoutConfig = dataclasses.field(default_factory=lambda: HeldoutConfig(heldout=""))
 
     def __post_init__(self) -> None:
         sources = [bool(self.model_path), bool(self.endpoint), bool(self.predictions)]
         if sum(sources) > 1:
             raise ValueError("set only one of model_path, endpoint, predictions")
-        self.settings()   # validates modes, style, continuation, sizes
+        self.settings()   # validates modes, style, continuation, sizes, mode limits
+        image_budget(ImageBudget(), self.images)   # unknown keys and non-numbers fail before any model loads
 
     def settings(self) -> RunSettings:
         return RunSettings(modes=tuple(self.modes), style=self.style, max_new_tokens=self.max_new_tokens,
                            max_new_tokens_thinking=self.max_new_tokens_thinking,
                            max_new_tokens_longform=self.max_new_tokens_longform, batch_size=self.batch_size,
-                           limit=self.limit, limits=dict(self.limits), seed=self.seed,
-                           continuation=self.continuation)
+                           limit=self.limit, limits=dict(self.limits), mode_limits=dict(self.mode_limits),
+                           seed=self.seed, continuation=self.continuation)
 
 
 def resolve_path(path: str) -> Path:
@@ -149,15 +165,20 @@ def open_model(cfg: EvalConfig, llm_cfg=None, client=None) -> Iterator:
     if cfg.predictions:
         yield PredictionsModel(resolve_path(cfg.predictions))
     elif cfg.endpoint:
+        from tasks.llm.client import LOCAL
+
         with _endpoint_config(cfg, llm_cfg, client) as live:
-            model = EndpointModel(live, vision=cfg.endpoint_vision, concurrency_batch=cfg.batch_size)
+            # `local`: known by the model file it serves, not by its port (new at every start)
+            identity = local_endpoint_identity(live) if cfg.endpoint == LOCAL else ""
+            model = EndpointModel(live, vision=cfg.endpoint_vision, concurrency_batch=cfg.batch_size,
+                                  revision=cfg.endpoint_revision, identity=identity, images=cfg.images)
             try:
                 yield model
             finally:
                 model.close()
     elif cfg.model_path:
         yield HFModel(resolve_path(cfg.model_path), batch_size=cfg.batch_size, threads=cfg.threads, seed=cfg.seed,
-                      device=cfg.device)
+                      device=cfg.device, images=cfg.images)
     else:
         raise ValueError("no model: set model_path, endpoint or predictions")
 
@@ -204,6 +225,9 @@ def run(cfg: EvalConfig, out_dir: str | Path, work_dir: str | Path, *, llm_cfg=N
     write_items(result.rows, out / "items.jsonl")
     decontam = load_decontam(resolve_path(cfg.decontam.report),
                              [resolve_path(d) for d in cfg.decontam.kept_dirs if resolve_path(d).is_dir()])
+    heldout = (heldout_perplexity(cfg.perplexity, resolve_path(cfg.model_path), device=cfg.device,
+                                  images=cfg.images, seed=cfg.seed)
+               if cfg.perplexity.heldout else None)
     metrics, summary = write_report(result, out, decontam=decontam, data_root=resolve_path(cfg.data_root),
-                                    title=title or f"Evaluation: {cfg.checkpoint}")
+                                    title=title or f"Evaluation: {cfg.checkpoint}", heldout=heldout)
     return metrics, summary, result

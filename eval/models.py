@@ -4,15 +4,16 @@
     adapter.loglik([(item, loglik_request), ...])           -> [[logprob per continuation] | Exception, ...]
 
 - `HFModel`: a local HF checkpoint by path. A config with a `vision_config` (LLaVA-style and other
-  image-text-to-text models) loads with AutoModelForImageTextToText + AutoProcessor, anything else
-  with AutoModelForCausalLM + AutoTokenizer. Greedy decoding (do_sample=False, one beam), batched
+  image-text-to-text models) loads with models.checkpoint.load_vlm (validated, then
+  AutoModelForImageTextToText + AutoProcessor, as training loads it), anything else with
+  AutoModelForCausalLM + AutoTokenizer. Greedy decoding (do_sample=False, one beam), batched
   with left padding; the chat template is used when the tokenizer/processor has one, else plain
   text ending in "Answer:". Log-likelihood is batched too: left-padded context+continuation rows
   with explicit position ids, and only the last `max continuation` positions go through the LM
   head (`logits_to_keep`), so a 50k vocabulary costs what the answer tokens need, not the prompt.
   Prompts longer than the model's context are cut from the left (text-only models) and counted.
 - `EndpointModel`: an OpenAI-compatible chat endpoint through the project's LLMClient (retries,
-  bounded concurrency, response cache); images go as base64 data URLs when `vision` is set. No
+  bounded concurrency, response cache); images go as base64 PNG data URLs when `vision` is set. No
   log-likelihood: chat endpoints do not return prompt log-probabilities.
 - `PredictionsModel`: outputs produced elsewhere, one JSONL row per item
   {"benchmark", "id", "output"} (or "option_logprobs": [...] for log-likelihood mode); an item
@@ -27,6 +28,24 @@ scores, and resumed results never mix the two.
 Determinism: seeds fixed, greedy decoding, inputs sorted the same way every run; on the CPU
 (float32) a re-run reproduces every output byte for byte.
 
+Images: every image, for a checkpoint or an endpoint, is loaded by `models.images.load_image(path,
+budget, factor)`, the function training loads images with (tasks/training/encode.py, collate.py), so
+a checkpoint sees at evaluation the pixels it was trained on, not its processor's own (larger) resize.
+A checkpoint's budget and pixels per visual token come from `models.checkpoint.load_vlm`, the loader
+training uses (its medx_model.json; the ImageBudget defaults for a checkpoint without one), with the
+`images` overrides (ImageBudget field names, as training's `encode.images`). An endpoint has no
+checkpoint to read: the ImageBudget defaults and the project's own grid (patch 14 x merge 2), with
+the same overrides. The budget is part of `describe()`: scores at another resolution are other scores.
+An image the budget cannot size (too small, extreme aspect ratio) makes that item's failure
+`image_<reason>`, training's skip reason, not a run failure.
+
+Endpoint identity. The response cache key of the project's client holds the request (model name,
+messages, sampling), not the URL, and two checkpoints are easily served under one model name. So the
+endpoint adapter scopes both its cache keys and its `describe()` (the resume fingerprint) by the
+endpoint's identity and a user-given `revision`: the URL (userinfo and trailing slash dropped), or,
+for the project's llama.cpp server (`local`, a new port every start), the served GGUF file's name and
+sha256 and the chat format, which do not change between runs of the same model.
+
 Paths in `describe()` are relative to the project root (or `${data_root}`), so neither the run
 fingerprint nor any report depends on where the checkout lives.
 """
@@ -36,16 +55,24 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import io
 import json
-import mimetypes
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from eval.benchmarks import Item
 from eval.templates import LoglikRequest, Prompt
 from models.checkpoint import META_FILE, CheckpointError, checkpoint_digest, read_meta
+from models.config import ARCH_PRESETS, ImageBudget
+from models.images import ImageError, load_image
 from tasks.common.io import relative_paths
+
+# Pixels per visual token along a side for an endpoint, whose processor eval cannot read: the
+# project's own towers' grid (patch 14 x merge 2, also Qwen2-VL's), so an endpoint serving a
+# project checkpoint gets the images that checkpoint was trained on.
+ENDPOINT_IMAGE_FACTOR = ARCH_PRESETS["tiny"].vision.patch_size * ARCH_PRESETS["tiny"].spatial_merge_size
 
 
 def display_path(path: str | Path) -> str:
@@ -63,18 +90,37 @@ class AdapterError(RuntimeError):
     pass
 
 
-def _load_image(path: str):
-    from PIL import Image
+def image_budget(base: ImageBudget, overrides: dict[str, Any] | None) -> ImageBudget:
+    """`base` with the `images` overrides (ImageBudget field names, as training's `encode.images`);
+    ValueError naming an unknown key or a non-numeric value."""
+    overrides = dict(overrides or {})
+    names = {f.name: type(getattr(base, f.name)) for f in dataclasses.fields(ImageBudget)}
+    unknown = sorted(set(overrides) - set(names))
+    if unknown:
+        raise ValueError(f"images: unknown key(s) {unknown}; known: {sorted(names)}")
+    for k, v in overrides.items():
+        want = names[k]
+        if isinstance(v, bool) or not (isinstance(v, int) if want is int else isinstance(v, (int, float))):
+            raise ValueError(f"images.{k}: expected {want.__name__}, got {v!r}")
+    return dataclasses.replace(base, **{k: names[k](v) for k, v in overrides.items()})
 
-    with Image.open(path) as im:
-        return im.convert("RGB")
+
+def image_identity(budget: ImageBudget, factor: int) -> dict:
+    """How images are sized, as `describe()` shows it (hence part of the run fingerprint)."""
+    return {"budget": dataclasses.asdict(budget), "factor": factor}
+
+
+def image_failure(e: ImageError) -> NoOutput:
+    """The item's failure for an image the budget cannot size; training's skip reason
+    (tasks/training/encode.py: `image_<reason>`), so one image is named alike in both."""
+    return NoOutput(e.reason if e.reason.startswith("image_") else f"image_{e.reason}")
 
 
 class HFModel:
     supports_loglik = True
 
     def __init__(self, path: str | Path, *, batch_size: int = 8, threads: int = 2, seed: int = 1234,
-                 max_length: int = 0, device: str = "cpu"):
+                 max_length: int = 0, device: str = "cpu", images: dict[str, Any] | None = None):
         import torch
         from transformers import AutoConfig
 
@@ -91,12 +137,20 @@ class HFModel:
         self.batch_size = max(1, batch_size)
         config = AutoConfig.from_pretrained(self.path)
         self.vision = getattr(config, "vision_config", None) is not None
+        self.budget: ImageBudget | None = None
+        self.factor = 0
         if self.vision:
-            from transformers import AutoModelForImageTextToText, AutoProcessor
+            from models.checkpoint import load_vlm
 
-            self.model = AutoModelForImageTextToText.from_pretrained(self.path, dtype=self.dtype)
-            self.processor = AutoProcessor.from_pretrained(self.path)
+            # training's loader: the same processor, and the image budget and pixels per visual
+            # token the checkpoint was trained with (medx_model.json; ImageBudget defaults without it)
+            try:
+                vlm = load_vlm(self.path, dtype=self.dtype)
+            except CheckpointError as e:
+                raise AdapterError(f"cannot load {self.path}: {e}") from None
+            self.model, self.processor = vlm.model, vlm.processor
             self.tokenizer = self.processor.tokenizer
+            self.budget, self.factor = image_budget(vlm.budget, images), vlm.factor
         else:
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -115,9 +169,17 @@ class HFModel:
         self.stats = {"truncated_prompts": 0, "boundary_mismatches": 0}
 
     def describe(self) -> dict:
-        return {"adapter": "hf", "path": display_path(self.path), "digest": checkpoint_digest(self.path),
-                "vision": self.vision, "chat_template": self.chat_template is not None,
-                "thinking_switch": self.thinking_switch, "device": self.placement.describe()}
+        out = {"adapter": "hf", "path": display_path(self.path), "digest": checkpoint_digest(self.path),
+               "vision": self.vision, "chat_template": self.chat_template is not None,
+               "thinking_switch": self.thinking_switch, "device": self.placement.describe()}
+        if self.budget is not None:
+            out["images"] = image_identity(self.budget, self.factor)
+        return out
+
+    def load_images(self, paths: Sequence[str]) -> list:
+        """The prompt's images as training loads them (models.images.load_image, this checkpoint's
+        budget and factor); raises ImageError."""
+        return [load_image(p, self.budget, self.factor) for p in paths]
 
     def _on_device(self, enc) -> dict:
         """Encoded inputs on the model's device; floating tensors (pixel values) in its dtype."""
@@ -175,8 +237,19 @@ class HFModel:
         from transformers import GenerationConfig
 
         chat = self.chat_template is not None
-        texts = [self.render_chat(p) if chat else self.render_plain(p, answer_cue=True) for _, p in batch]
-        images = [_load_image(path) for _, p in batch for path in p.images]
+        results: list[Any] = [None] * len(batch)
+        ready, images = [], []
+        for i, (_, p) in enumerate(batch):
+            try:
+                images += self.load_images(p.images) if p.images else []
+            except ImageError as e:
+                results[i] = image_failure(e)
+                continue
+            ready.append(i)
+        if not ready:
+            return results
+        texts = [self.render_chat(p) if chat else self.render_plain(p, answer_cue=True)
+                 for p in (batch[i][1] for i in ready)]
         tok = self.tokenizer
         tok.padding_side = "left"
         limit = max(16, self.max_length - max_new_tokens)
@@ -194,7 +267,9 @@ class HFModel:
         with torch.inference_mode():
             out = self.model.generate(**self._on_device(enc), generation_config=gen)
         new = out[:, enc["input_ids"].shape[1]:].cpu()
-        return tok.batch_decode(new, skip_special_tokens=True)
+        for i, text in zip(ready, tok.batch_decode(new, skip_special_tokens=True)):
+            results[i] = text
+        return results
 
     # -- log-likelihood ---------------------------------------------------------------------------
     def loglik(self, batch: Sequence[tuple[Item, LoglikRequest]]) -> list[Any]:
@@ -206,12 +281,16 @@ class HFModel:
         is the sequence's tail; a tail that does not tokenize as the continuation alone is counted
         in stats["boundary_mismatches"]."""
         tok = self.tokenizer
-        results: list[list[float]] = [[0.0] * len(req.continuations) for _, req in batch]
+        results: list[Any] = [[0.0] * len(req.continuations) for _, req in batch]
         text_rows, image_rows = [], []
         for ri, (_, req) in enumerate(batch):
             context = self.render_plain(req.prompt, answer_cue=False)
             if req.prompt.images:
-                images = [_load_image(p) for p in req.prompt.images]
+                try:
+                    images = self.load_images(req.prompt.images)
+                except ImageError as e:
+                    results[ri] = image_failure(e)
+                    continue
                 image_rows += [(ri, ci, context + cont, images, tok(cont, add_special_tokens=False)["input_ids"])
                                for ci, cont in enumerate(req.continuations)]
                 continue
@@ -279,22 +358,55 @@ def _merge_system(messages: list[dict]) -> list[dict]:
 
 
 # ---- OpenAI-compatible endpoint ---------------------------------------------------------------
-def image_data_url(path: str) -> str:
-    mime = mimetypes.guess_type(path)[0] or "image/png"
-    return f"data:{mime};base64,{base64.b64encode(Path(path).read_bytes()).decode('ascii')}"
+def normalise_url(url: str) -> str:
+    """The endpoint URL as an identity: no userinfo (a secret), no trailing slash, lower-case host."""
+    parts = urlsplit(url.strip())
+    if not parts.scheme or not parts.netloc:
+        return url.strip().rstrip("/")
+    host = (parts.hostname or "").lower() + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme.lower(), host, parts.path.rstrip("/"), parts.query, ""))
 
 
-def endpoint_messages(prompt: Prompt, vision: bool) -> list[dict]:
+def local_endpoint_identity(llm_cfg) -> str:
+    """The identity of the project's llama.cpp server (`endpoint: local`), stable across starts (the
+    port is not): the served GGUF file's name and sha256 and the chat format that renders prompts."""
+    from tasks.common.gguf import find_gguf
+    from tasks.common.io import file_sha256
+
+    server = llm_cfg.server
+    model = Path(server.gguf) if server.gguf else find_gguf()
+    return f"local:{model.name}:sha256-{file_sha256(model)[:16]}:{server.chat_format}"
+
+
+def image_data_url(path: str, budget: ImageBudget, factor: int) -> str:
+    """The image as training loads it (models.images.load_image), as a PNG data URL: lossless, so
+    what the endpoint decodes is exactly the sized image."""
+    buf = io.BytesIO()
+    load_image(path, budget, factor).save(buf, format="PNG")
+    return f"data:image/png;base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+
+
+def endpoint_messages(prompt: Prompt, vision: bool, budget: ImageBudget | None = None,
+                      factor: int = ENDPOINT_IMAGE_FACTOR) -> list[dict]:
     if vision and prompt.images:
-        content: Any = [{"type": "image_url", "image_url": {"url": image_data_url(v)}} if k == "image"
-                        else {"type": "text", "text": v} for k, v in prompt.parts]
+        budget = budget or ImageBudget()
+        content: Any = [{"type": "image_url", "image_url": {"url": image_data_url(v, budget, factor)}}
+                        if k == "image" else {"type": "text", "text": v} for k, v in prompt.parts]
     else:
         content = prompt.text
     return [{"role": "system", "content": prompt.system}, {"role": "user", "content": content}]
 
 
-def _multimodal_client(cfg, base_url: str | None):
-    """An LLMClient that also accepts OpenAI content-part lists (text + image_url) as content."""
+SCOPE_FIELD = "endpoint"   # not an OpenAI request field: it scopes the cache key, never goes out
+
+
+def _multimodal_client(cfg, base_url: str | None, scope: dict | None = None):
+    """An LLMClient that also accepts OpenAI content-part lists (text + image_url) as content, and whose
+    cache keys are scoped by `scope` ({endpoint identity, revision}).
+
+    The scope goes into `payload()`, what the client hashes into the cache key and stores beside the
+    reply (so an entry says which endpoint answered it), and is taken out again before the request is
+    sent: the endpoint sees the same request as before."""
     from tasks.llm.client import LLMClient
 
     class MultimodalLLMClient(LLMClient):
@@ -303,7 +415,12 @@ def _multimodal_client(cfg, base_url: str | None):
                      if isinstance(m.get("content"), list) else m.get("content")} for m in messages]
             out = super().payload(flat, **params)   # validation + sampling defaults
             out["messages"] = [{"role": m["role"], "content": m["content"]} for m in messages]
+            if scope is not None:
+                out[SCOPE_FIELD] = dict(scope)
             return out
+
+        def _request(self, payload, key):
+            return super()._request({k: v for k, v in payload.items() if k != SCOPE_FIELD}, key)
 
     return MultimodalLLMClient(cfg, base_url=base_url)
 
@@ -312,9 +429,17 @@ class EndpointModel:
     supports_loglik = False
 
     def __init__(self, llm_cfg, *, base_url: str | None = None, vision: bool = False,
-                 concurrency_batch: int = 8):
-        self.client = _multimodal_client(llm_cfg, base_url)
+                 concurrency_batch: int = 8, revision: str = "", identity: str = "",
+                 images: dict[str, Any] | None = None):
+        """identity: the endpoint's stable identity (default: its normalised URL; `local_endpoint_identity`
+        for the project's server); revision: what the user says is served (a checkpoint name or
+        hash), for an endpoint whose URL and model name stay while the model behind them changes."""
+        self.identity = identity or normalise_url(base_url or llm_cfg.base_url)
+        self.revision = revision
+        self.client = _multimodal_client(llm_cfg, base_url, {"id": self.identity, "revision": revision})
         self.vision = vision
+        self.budget = image_budget(ImageBudget(), images)
+        self.factor = ENDPOINT_IMAGE_FACTOR
         self.batch_size = concurrency_batch
         self.name = llm_cfg.model
         self.stats: dict = {}         # what goes into summary.json: nothing that varies between runs
@@ -325,12 +450,28 @@ class EndpointModel:
         return dict(self.client.stats)
 
     def describe(self) -> dict:
-        return {"adapter": "endpoint", "model": self.client.cfg.model, "vision": self.vision}
+        out = {"adapter": "endpoint", "model": self.client.cfg.model, "endpoint": self.identity,
+               "revision": self.revision, "vision": self.vision}
+        if self.vision:
+            out["images"] = image_identity(self.budget, self.factor)
+        return out
 
     def generate(self, batch: Sequence[tuple[Item, Prompt]], max_new_tokens: int) -> list[Any]:
-        chats = [endpoint_messages(p, self.vision) for _, p in batch]
-        return self.client.complete_many(chats, return_exceptions=True, temperature=0.0,
-                                         max_tokens=max_new_tokens)
+        results: list[Any] = [None] * len(batch)
+        ready, chats = [], []
+        for i, (_, p) in enumerate(batch):
+            try:
+                chats.append(endpoint_messages(p, self.vision, self.budget, self.factor))
+            except ImageError as e:
+                results[i] = image_failure(e)
+                continue
+            ready.append(i)
+        if chats:
+            outs = self.client.complete_many(chats, return_exceptions=True, temperature=0.0,
+                                             max_tokens=max_new_tokens)
+            for i, out in zip(ready, outs):
+                results[i] = out
+        return results
 
     def loglik(self, batch):
         raise AdapterError("log-likelihood mode needs a local HF model: chat endpoints return no "

@@ -12,25 +12,32 @@ only their head and tail (`MAX_PARSE_CHARS`: bounded time), and reasoning is rem
 everything after it (a reply that is only reasoning is `only_reasoning`, never mined for a letter).
 
 Option letters (`parse_choice`), first rule that fires wins:
-1. the last `<answer>X</answer>`, then the last `\\boxed{X}` (the content may be the letter or the
-   option's text);
-2. the last explicit answer statement: `Answer: C`, `the answer is (C)`, `correct option is **C**`,
-   `Final answer: C`, `答案：C`, `La respuesta es C`, `Ответ: C` -- the last one, so a model that
-   walks through options before concluding is scored on its conclusion; a statement naming
-   several letters (`Answer: A or C`, `A, C`) is `multiple_answers`; a letter that is not an
-   option is `invalid_option`;
-3. `C is correct` / `option C is the best`;
-4. the reply is a bare letter (`C`, `(C)`, `C.`, `**C**`) or starts with one and a delimiter
-   (`C. Glomerulus`, `(C) Glomerulus`);
+1. the last `<answer>X</answer>`, then the last `\\boxed{X}` (X as in rule 4, or the option's text);
+2. the last answer statement that names something: a marker (`Answer:`, `the answer is`,
+   `Correct answer —`, `the best option is`, `I would choose`, `I'd go with`, `答案：`,
+   `La respuesta es`, `Ответ:`) followed by an option's text (`The answer is glomerulus`) or a letter
+   in any case (`answer: c`, `the answer is (C)`, `Answer: not A but C`). A conclusion word (`so`,
+   `therefore`, `thus`, `hence`, `it's`) counts only before a capital letter ending its clause
+   (`..., so C.`). The last one, so a model that walks through options before concluding is scored
+   on its conclusion; a statement naming several (`Answer: A or C`, `A, C`, `bladder and kidney`)
+   is `multiple_answers`; a letter that is not an option is `invalid_option`;
+3. `C is correct` / `option C is the best` / `C is the right answer` / `C is the most likely ...`;
+4. the reply is a letter (`c`, `(C)`, `[C]`, `C)`, `**C**`, `Option C.`), starts with one and a
+   delimiter (`C. Glomerulus`, `(C) Glomerulus`, `C: Glomerulus`), or its last line is one;
 5. the option's text instead of its letter (whole words, case/punctuation-insensitive; an option
    whose text is part of a longer matched option yields to it; two options -> `multiple_answers`);
-6. short replies only (<= 6 words): exactly one standalone option letter (`I think C`); the
-   article `A` / pronoun `I` before a lower-case word is not a letter. Letters in longer replies
-   without an answer statement are reasoning, not answers: `no_answer`.
+6. the options the reply names and does not rule out: `option C` anywhere, a capital letter on its
+   own only in short replies (<= 6 words: `I think C`, `Not B, C.`); one is the answer, several are
+   `multiple_answers`. Letters in longer replies without a statement are reasoning: `no_answer`.
+In every rule a letter is not an option when it is part of a word (`I'd`, `B12`, `T-cell`, `e.g.`)
+or is the article `a` / pronoun `I` before a word (`A patient`, `I think`; `A because`, `A and C`
+are letters), and a letter the reply rules out (`not A`, `rather than A`, `A is wrong`, `A, B and
+D are wrong`) is not its answer.
 
 Labels (`parse_label`, yes/no/maybe): tags and answer statements as above, then the first word,
-then exactly one label word in a short reply. A small table maps other languages' words
-(sí/oui/ja/是/да -> yes, ...) so an answer in another language is still read when it is one.
+then exactly one label word in a short reply (one after `not` is ruled out, not given: `Not yes,
+no.`). A small table maps other languages' words (sí/oui/ja/是/да -> yes, ...) so an answer in
+another language is still read when it is one.
 
 Short answers (`extract_open`): tag, boxed, the rest of the line after the last `Answer:`, else the
 first non-empty line. `normalize_answer` is SQuAD's (case, punctuation, articles, whitespace);
@@ -98,34 +105,132 @@ def prepare(text: str | None) -> tuple[str, str | None]:
 
 
 # ---- option letters -------------------------------------------------------------------------
-_MARKER = (r"(?i:final\s+answer|correct\s+(?:answer|option|choice)|best\s+(?:answer|option|choice)|"
-           r"right\s+(?:answer|option|choice)|answer|正确答案|答案|respuesta(?:\s+correcta)?|réponse|"
-           r"antwort|ответ|risposta|resposta)")
-_LINK = r"(?:\s*(?i:is|would\s+be|should\s+be|will\s+be|must\s+be|=|:|es|est|ist|è|é|是|为|-)\s*)*"
-_OPEN = r"[\s*_(\[]*"
-_ANSWER_STMT = re.compile(rf"{_MARKER}{_LINK}{_OPEN}([A-Z])(?![A-Za-z0-9])")
-_MORE_LETTERS = re.compile(r"^[\s*_)\].]*(?:,|/|&|\+|(?i:and|or|y|et|und|o|和|或))\s*\(?\**([A-Z])(?![A-Za-z0-9])")
-_IS_CORRECT = re.compile(r"(?<![A-Za-z])\(?([A-Z])\)?\s+(?i:is)\s+(?i:the\s+)?(?i:correct|right|best)\b")
-_BARE = re.compile(r"^[\s*_]*\(?([A-Z])\)?[.):]?[\s*_]*$")
-_LEADING = re.compile(r"^[\s*_]*(?:\(([A-Z])\)|([A-Z])[.):])\s*\S")
-_LONE = re.compile(r"(?<![A-Za-z0-9'])\(?([A-Z])\)?(?![A-Za-z0-9'])")
+# Answer statements. A strong marker may be followed by the letter in any case or by an option's
+# text; a weak one (a conclusion word) only by a capital letter that ends the clause ("so C."),
+# because "so B cells ..." and "it is a ..." are prose.
+_STRONG = (r"(?<![A-Za-z])(?i:final\s+answer|(?:correct|best|right)\s+(?:answer|option|choice)|answer|ans|"
+           r"choose|chose|pick|select|go(?:ing)?\s+with|opt\s+for|respuesta(?:\s+correcta)?|réponse|antwort|"
+           r"risposta|resposta)(?![A-Za-z])|(?i:ответ)(?![^\W\d_])|正确答案|答案")
+_WEAK = r"(?<![A-Za-z])(?i:so|therefore|thus|hence|it['’]?s|it\s+is)(?![A-Za-z])"
+_LINK = (r"(?:[\s*_:,=\-–—]|(?i:is|would\s+be|should\s+be|will\s+be|must\s+be|probably|likely|definitely|"
+         r"clearly|es|est|ist|è|é)(?![A-Za-z])|是|为)*")
+_STATEMENT = re.compile(rf"(?:{_STRONG}|(?P<weak>{_WEAK})){_LINK}")
+# One option letter: "C", "(c)", "[C]", "C.", "C)", "option C", and "**C**" once `_LEAD` is skipped.
+# A letter followed by another letter, a digit, an apostrophe or "-x"/".x" is part of a word (I'd,
+# B12, T-cell, e.g.). No two quantifiers here can take the same run of characters: a degenerate
+# output of 20k stars or spaces must not backtrack for minutes.
+_LEAD = re.compile(r"[\s*_]*")
+_LETTER = re.compile(r"(?<![A-Za-z0-9'’])(?P<option>(?i:option|choice)(?![A-Za-z])[\s*_]*)?(?:(?P<open>[(\[])\s*)?"
+                     r"(?P<letter>[A-Za-z])(?![A-Za-z0-9'’]|[.\-][A-Za-z0-9])\s*(?P<close>[)\].:\-–—])?[*_]*")
+# a letter answer is followed by words like these; the article and the pronoun are not
+_WORD_AFTER = re.compile(r"\s+(?!(?:and|or|because|since|as|is|but|if|over|which|given|due|based)\b)[a-z0-9]")
+_NEGATIVE = r"(?:not|wrong|incorrect|false|unlikely|excluded|ruled\s+out)"
+_REJECTED_AFTER = re.compile(                                     # "A is wrong", "A isn't", "A, B and D are wrong"
+    rf"[\s)\]*_]*(?i:(?:(?:is|are|was|were|seems)\s+)?{_NEGATIVE}|(?:is|are|was|were)n['’]?t"
+    rf"|(?:(?:,|and|or)\s*\(?[A-Z]\)?[\s)\]*_]*)+(?:are|were)\s+(?:all\s+|both\s+)?{_NEGATIVE})(?![A-Za-z])")
+_REJECTED_BEFORE = re.compile(r"(?i:\bnot|n['’]t|\bnever|\bthan|\binstead\s+of|\bexcept|\bexclud(?:e|ing)|"
+                              r"\brul(?:e|ing)\s+out|\beliminate)[\s*_]*$")
+_NOT_FIRST = re.compile(r"[\s*_]*(?i:not)\s+(?:(?i:option|choice)\s*)?[(\[]?[A-Z][)\]]?(?![A-Za-z0-9])[\s,;]*"
+                        r"(?:(?i:but|rather|it['’]?s|it\s+is)(?![A-Za-z])\s*)?")
+_MORE = re.compile(r"[\s*_]*(?:,|/|&|\+|(?i:and|or|y|et|und|o)(?![A-Za-z])|和|或)\s*")
+_CLAUSE_END = re.compile(r"[)\]*_\s]*(?:[.,;!]|$)")
+_IS_CORRECT = re.compile(r"(?<![A-Za-z0-9'’*_])(?:(?i:option|choice)\s*)?[*_]*\(?([A-Z])\)?[*_]*\s+(?i:is)\s+"
+                         r"(?i:the\s+)?(?i:correct|right|best|answer|most\s+likely|most\s+appropriate)(?![A-Za-z])")
 _BOXED = re.compile(r"\\boxed\{\s*(?:\\text(?:bf)?\{)?([^{}]*)\}")  # \boxed{C}, \boxed{\text{C}}
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+_STATED_CHARS = 300     # an answer statement is read up to the end of its line, at most this far
+
+
+def _is_word(m: re.Match, text: str) -> bool:
+    """'a patient', 'I think', 'A 45-year-old': the article or the pronoun, not an option."""
+    return (m["letter"] in "AaIi" and not (m["option"] or m["open"] or m["close"])
+            and bool(_WORD_AFTER.match(text, m.end("letter"))))
+
+
+def _rejected(m: re.Match, text: str) -> bool:
+    """'A is wrong', 'not B', 'rather than C': the reply names the letter to rule it out."""
+    return bool(_REJECTED_AFTER.match(text, m.end())
+                or _REJECTED_BEFORE.search(text, max(0, m.start() - 40), m.start()))
+
+
+def _letter_at(text: str, pos: int = 0, lower: bool = True) -> re.Match | None:
+    m = _LETTER.match(text, _LEAD.match(text, pos).end())
+    if not m or (m["letter"].islower() and not lower) or _is_word(m, text) or _rejected(m, text):
+        return None
+    return m
+
+
+def _chosen(m: re.Match, text: str, options: dict[str, str]) -> Parsed:
+    """The letter `m` names; a second letter joined to it by "or", "and", "," ... is a second answer."""
+    letter = m["letter"].upper()
+    more = _MORE.match(text, m.end())
+    other = more and _letter_at(text, more.end())
+    if other and other["letter"].upper() != letter and other["letter"].upper() in options:
+        return Parsed(None, "multiple_answers")
+    return Parsed(letter, None) if letter in options else Parsed(None, "invalid_option")
+
+
+def _stated(text: str, options: dict[str, str], weak: bool) -> Parsed | None:
+    """What follows an answer statement: an option's text or a letter (weak: a letter ending the clause)."""
+    if not weak:
+        negated = _NOT_FIRST.match(text)        # "the answer is not A but C"
+        text = text[negated.end():] if negated else text
+        by_text = _text_at(text, options)
+        if by_text is not None:
+            return by_text
+    m = _letter_at(text, lower=not weak)
+    if m is None or weak and not _CLAUSE_END.match(text, m.end("letter")):
+        return None
+    return _chosen(m, text, options)
 
 
 def _letter_or_text(content: str, options: dict[str, str]) -> Parsed | None:
-    m = _BARE.match(content) or _LEADING.match(content)
-    if m:
-        letter = next(g for g in m.groups() if g)
-        return Parsed(letter, None) if letter in options else Parsed(None, "invalid_option")
+    """The reply is a letter (`c`, `(C)`, `Option C.`), starts with one and a delimiter
+    (`C. Glomerulus`, `(C) Glomerulus`, `C: Glomerulus`), ends with a line that is a letter, or names
+    an option by its text."""
+    m = _letter_at(content)
+    if m and (_alone(m, content) or m["letter"].isupper() and (m["open"] or m["close"])):
+        return _chosen(m, content, options)
+    last = content.rsplit("\n", 1)[-1]
+    m = _letter_at(last) if last != content else None
+    if m and m["letter"].isupper() and _alone(m, last):
+        return _chosen(m, last, options)
     return _by_option_text(content, options)
+
+
+def _alone(m: re.Match, text: str) -> bool:
+    return not re.search(r"[^\W_]", text[m.end():])
+
+
+def _option_texts(options: dict[str, str]) -> dict[str, str]:
+    return {k: normalize_answer(v) for k, v in options.items()}
+
+
+def _text_at(text: str, options: dict[str, str]) -> Parsed | None:
+    """The option whose text `text` starts with; 'bladder or kidney' names two."""
+    norm = normalize_answer(text)
+    texts = _option_texts(options)
+    hits = _text_prefix(norm, texts)
+    if len(hits) != 1:
+        return Parsed(None, "multiple_answers") if hits else None
+    rest = re.sub(r"^(?:and|or|y|et|und|o)\s+", "", norm[len(texts[hits[0]]):].strip())
+    if set(_text_prefix(rest, texts)) - set(hits):
+        return Parsed(None, "multiple_answers")
+    return Parsed(hits[0], None)
+
+
+def _text_prefix(norm: str, texts: dict[str, str]) -> list[str]:
+    """Options whose text `norm` starts with, the longest only ('kidney stone' over 'kidney')."""
+    hits = [k for k, t in texts.items() if t and (norm == t or len(t) > 2 and norm.startswith(t + " "))]
+    longest = max((len(texts[k]) for k in hits), default=0)
+    return [k for k in hits if len(texts[k]) == longest]
 
 
 def _by_option_text(body: str, options: dict[str, str]) -> Parsed | None:
     norm = normalize_answer(body)
     if not norm:
         return None
-    texts = {k: normalize_answer(v) for k, v in options.items()}
+    texts = _option_texts(options)
     exact = [k for k, t in texts.items() if t and t == norm]
     if len(exact) == 1:
         return Parsed(exact[0], None)
@@ -142,6 +247,19 @@ def _by_option_text(body: str, options: dict[str, str]) -> Parsed | None:
     return None
 
 
+def _named_letters(body: str, options: dict[str, str]) -> set[str]:
+    """Options the reply names and does not rule out: `option X` anywhere, a capital letter standing
+    alone only in a short reply (in longer prose 'vitamin C' or 'hepatitis B' is not an answer)."""
+    short = len(body.split()) <= SHORT_REPLY_WORDS
+    named = set()
+    for m in _LETTER.finditer(body):
+        if not (m["option"] or short and m["letter"].isupper()) or _is_word(m, body) or _rejected(m, body):
+            continue
+        if m["letter"].upper() in options:
+            named.add(m["letter"].upper())
+    return named
+
+
 def parse_choice(text: str | None, options: dict[str, str]) -> Parsed:
     """The option letter a free-text reply chooses (see module docstring for the rules)."""
     body, failure = prepare(text)
@@ -153,35 +271,24 @@ def parse_choice(text: str | None, options: dict[str, str]) -> Parsed:
             got = _letter_or_text(found[-1].strip(), options)
             if got is not None:
                 return dataclasses.replace(got, rule=rule)
-    stmts = list(_ANSWER_STMT.finditer(body))
-    if stmts:
-        last = stmts[-1]
-        letter = last.group(1)
-        more = _MORE_LETTERS.match(body[last.end():])
-        if more and more.group(1) != letter and more.group(1) in options:
-            return Parsed(None, "multiple_answers", "answer_statement")
-        if letter not in options:
-            return Parsed(None, "invalid_option", "answer_statement")
-        return Parsed(letter, None, "answer_statement")
+    # the last statement that says something wins: a model walks through the options, then concludes
+    for m in reversed(list(_STATEMENT.finditer(body))):
+        line = body[m.end():m.end() + _STATED_CHARS].split("\n", 1)[0]
+        got = _stated(line, options, weak=m["weak"] is not None)
+        if got is not None:
+            return dataclasses.replace(got, rule="answer_statement")
     correct = [m.group(1) for m in _IS_CORRECT.finditer(body) if m.group(1) in options]
     if correct:
         return Parsed(correct[-1], None, "is_correct")
     got = _letter_or_text(body, options)
     if got is not None:
         return dataclasses.replace(got, rule="leading_letter_or_text")
-    if len(body.split()) <= SHORT_REPLY_WORDS:
-        letters = {m.group(1) for m in _LONE.finditer(body)
-                   if m.group(1) in options and not _article(body, m)}
-        if len(letters) == 1:
-            return Parsed(letters.pop(), None, "lone_letter")
-        if len(letters) > 1:
-            return Parsed(None, "multiple_answers", "lone_letter")
+    named = _named_letters(body, options)
+    if len(named) == 1:
+        return Parsed(named.pop(), None, "named_letter")
+    if len(named) > 1:
+        return Parsed(None, "multiple_answers", "named_letter")
     return Parsed(None, "no_answer")
-
-
-def _article(body: str, m: re.Match) -> bool:
-    """'A patient', 'I think': an article or pronoun before a lower-case word is not an option."""
-    return m.group(1) in "AI" and m.group(0) == m.group(1) and bool(re.match(r"\s+(?!(?:and|or)\b)[a-z]", body[m.end():]))
 
 
 # ---- yes / no / maybe -----------------------------------------------------------------------
@@ -196,7 +303,7 @@ _WORD_LABEL = {w: lab for lab, words in LABEL_WORDS.items() for w in words}
 _CJK_PREFIXES = sorted(((w, lab) for w, lab in _WORD_LABEL.items() if not w.isascii()
                         and not re.match(r"[a-zà-ÿа-я]", w)), key=lambda p: -len(p[0]))
 _LABEL_STMT = re.compile(rf"(?i:final\s+answer|answer|decision|conclusion|答案|respuesta|réponse|antwort|ответ)"
-                         rf"{_LINK}{_OPEN}([^\W\d_]+)")
+                         rf"{_LINK}[(\[]*([^\W\d_]+)")
 
 
 def _label_of(word: str, labels: tuple[str, ...]) -> str | None:
@@ -232,7 +339,9 @@ def parse_label(text: str | None, labels: tuple[str, ...] = ("yes", "no", "maybe
         if lab:
             return Parsed(lab, None, "first_word")
     if len(words) <= SHORT_REPLY_WORDS * 2:
-        found = {lab for w in words if (lab := _WORD_LABEL.get(w.lower())) in labels}
+        # "not yes, no": a label the reply rules out is not its answer
+        found = {lab for before, w in zip([""] + words, words)
+                 if before.lower() != "not" and (lab := _WORD_LABEL.get(w.lower())) in labels}
         if len(found) == 1:
             return Parsed(found.pop(), None, "lone_label")
         if len(found) > 1:

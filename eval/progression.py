@@ -1,4 +1,5 @@
-"""Progression over checkpoints: which training stage moved which benchmark.
+"""Progression over checkpoints: which training stage moved which benchmark, and whether the move is
+larger than the noise.
 
     python -m eval progression --root data/eval --out data/eval_progression
     python -m tasks.eval_progression [root=data/eval out=data/eval_progression]     (the DVC stage)
@@ -6,15 +7,28 @@
 Reads `<root>/<checkpoint>/metrics.json` (one directory per checkpoint, as the `eval` stage writes
 them), orders checkpoints by the pipeline (base, cpt, mid, sft, rl; unknown names after, by name)
 and writes:
-- progression.json   one row per (checkpoint, benchmark, mode) with its step index (long format);
+- progression.json   one row per (checkpoint, benchmark, mode) with its step index (long format): the
+  score with its 95% interval, and the delta over the previous checkpoint with the interval of the
+  difference and whether it is significant;
 - progression_plot.json  DVC plots data: one row per checkpoint, one field per benchmark (wide);
-- progression_metrics.json  DVC metrics: <checkpoint>.<benchmark>.<mode> and the delta over the
-  previous checkpoint (what that stage changed);
-- progression.md, progression.csv, progression.png (one line per benchmark over checkpoints,
-  category macro-averages, named category:<name>, dashed).
+- progression_metrics.json  DVC metrics: <checkpoint>.<benchmark>.<mode>.{score, score_ci_low,
+  score_ci_high, delta, delta_ci_low, delta_ci_high, delta_significant (0/1)}: what that stage changed;
+- held-out medical perplexity (metrics.json `heldout_perplexity`, eval/heldout.py) as rows of the
+  pseudo-mode `perplexity`, benchmark `heldout:<data kind>`: lower is better, the change tested on
+  the log scale;
+- progression.md, progression.csv, progression.png (one line per benchmark over checkpoints with its
+  interval band; category macro-averages, named category:<name>, dashed).
 
-Imports nothing of the harness but `eval/__init__.py` (MODES, PRIMARY), so the `eval_progression`
-stage's code dependencies are this file, that one and tasks/common.
+The interval of a delta (eval/intervals.py): Newcombe's hybrid score interval when both scores are
+proportions (metrics.json has `<score>_correct`, k of n, beside them), else the normal approximation
+from the two bootstrap intervals. A change is significant when that interval excludes 0. Checkpoints
+answer the same items but only their intervals are read here, so the scores are treated as
+independent: conservative, never overclaiming. A metrics.json without intervals (an older eval
+output) still gives scores and deltas, without intervals or marks.
+
+Imports nothing of the harness but `eval/__init__.py` (MODES, PRIMARY) and `eval/intervals.py`
+(standard library and numpy), so the `eval_progression` stage's code dependencies are this file,
+those two and tasks/common.
 """
 
 from __future__ import annotations
@@ -22,9 +36,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 from eval import MODES, PRIMARY
+from eval.intervals import diff_normal, newcombe_from_intervals, significant
 from tasks.common.io import write_json
 
 STAGE_ORDER = ("base", "cpt", "mid", "mid_train", "sft", "rl")
@@ -48,33 +64,77 @@ def collect(root: str | Path) -> dict[str, dict]:
     return {n: found[n] for n in checkpoint_order(list(found))}
 
 
+def _row(ckpt: str, step: int, bench: str, mode: str, e: dict, key: str, chance: float, proportion: bool) -> dict:
+    row = {"checkpoint": ckpt, "step": step, "benchmark": bench, "mode": mode, "score": round(e[key], 6),
+           "chance": round(chance, 6)}
+    if f"{key}_ci_low" in e and f"{key}_ci_high" in e:
+        row.update(score_ci_low=round(e[f"{key}_ci_low"], 6), score_ci_high=round(e[f"{key}_ci_high"], 6),
+                   interval="wilson" if proportion else "bootstrap")
+    return row
+
+
 def table(metrics_by_ckpt: dict[str, dict]) -> list[dict]:
+    """One row per (checkpoint, benchmark or category, mode), each with the change over the previous
+    checkpoint that has the same benchmark and mode (`add_deltas`)."""
     rows = []
     for step, (ckpt, m) in enumerate(metrics_by_ckpt.items()):
         for name, entry in m.get("benchmarks", {}).items():
             for mode in MODES:
                 if mode in entry:
-                    rows.append({"checkpoint": ckpt, "step": step, "benchmark": name, "mode": mode,
-                                 "score": round(entry[mode][PRIMARY[mode]], 6),
-                                 "chance": round(entry[mode]["chance"], 6)})
+                    e, key = entry[mode], PRIMARY[mode]
+                    # `<key>_correct` (k of n) marks a proportion: its interval is Wilson's
+                    rows.append(_row(ckpt, step, name, mode, e, key, e["chance"], f"{key}_correct" in e))
         for cat, c in m.get("categories", {}).items():
             for mode in MODES:
                 if mode in c:
-                    rows.append({"checkpoint": ckpt, "step": step, "benchmark": f"category:{cat}", "mode": mode,
-                                 "score": round(c[mode], 6), "chance": round(c.get(f"{mode}_chance", 0.0), 6)})
+                    rows.append(_row(ckpt, step, f"category:{cat}", mode, c, mode, c.get(f"{mode}_chance", 0.0),
+                                     proportion=False))
+        for kind, e in m.get("heldout_perplexity", {}).items():
+            row = _row(ckpt, step, f"heldout:{kind}", PERPLEXITY, e, "ppl", 0.0, proportion=False)
+            rows.append({**row, "interval": "bootstrap_log"} if "score_ci_low" in row else row)
+    return add_deltas(rows)
+
+
+# Held-out perplexity (eval/heldout.py) rides along as a pseudo-mode: lower is better, and its
+# bootstrap interval is skewed, so the change is tested on the log scale (a ratio of perplexities).
+PERPLEXITY = "perplexity"
+
+
+def add_deltas(rows: list[dict]) -> list[dict]:
+    """Each row's delta over the previous checkpoint with the same (benchmark, mode), and, when both
+    have intervals, the interval of that difference and whether it excludes 0."""
+    last: dict[tuple[str, str], dict] = {}
+    for r in sorted(rows, key=lambda r: r["step"]):
+        key = (r["benchmark"], r["mode"])
+        prev = last.get(key)
+        last[key] = r
+        if prev is None:
+            continue
+        r["delta"] = round(r["score"] - prev["score"], 6)
+        if "score_ci_low" not in r or "score_ci_low" not in prev:
+            continue
+        both = (r["score"], r["score_ci_low"], r["score_ci_high"], prev["score"], prev["score_ci_low"],
+                prev["score_ci_high"])
+        if r["interval"] == prev["interval"] == "wilson":
+            lo, hi = newcombe_from_intervals(*both)
+        elif r["interval"] == prev["interval"] == "bootstrap_log":
+            log_lo, log_hi = diff_normal(*(math.log(max(v, 1e-12)) for v in both))
+            lo, hi = prev["score"] * math.expm1(log_lo), prev["score"] * math.expm1(log_hi)
+        else:
+            lo, hi = diff_normal(*both)
+        r.update(delta_ci_low=round(lo, 6), delta_ci_high=round(hi, 6), delta_significant=int(significant(lo, hi)))
     return rows
 
 
+DELTA_KEYS = ("delta", "delta_ci_low", "delta_ci_high", "delta_significant")
+
+
 def deltas(rows: list[dict]) -> dict:
-    """<checkpoint>.<benchmark>.<mode>: {score, delta (vs the previous checkpoint that has it)}."""
+    """<checkpoint>.<benchmark>.<mode>: {score, its interval, delta (vs the previous checkpoint that has
+    it), the interval of the delta, delta_significant (1: the interval excludes 0)}."""
     out: dict = {}
-    last: dict[tuple[str, str], float] = {}
     for r in sorted(rows, key=lambda r: r["step"]):
-        key = (r["benchmark"], r["mode"])
-        cell = {"score": r["score"]}
-        if key in last:
-            cell["delta"] = round(r["score"] - last[key], 6)
-        last[key] = r["score"]
+        cell = {k: r[k] for k in ("score", "score_ci_low", "score_ci_high", *DELTA_KEYS) if k in r}
         out.setdefault(r["checkpoint"], {}).setdefault(r["benchmark"], {})[r["mode"]] = cell
     return out
 
@@ -86,13 +146,38 @@ def wide(rows: list[dict]) -> list[dict]:
     for r in rows:
         row = out.setdefault(r["checkpoint"], {"checkpoint": r["checkpoint"], "step": r["step"]})
         name = r["benchmark"].replace("category:", "category_")
-        row[name if r["mode"] == "generate" else f"loglik_{name}"] = r["score"]
+        prefix = {"generate": "", "loglik": "loglik_", PERPLEXITY: "ppl_"}[r["mode"]]
+        row[prefix + name.replace("heldout:", "")] = r["score"]
     return sorted(out.values(), key=lambda r: r["step"])
+
+
+MARKS = {1: "▲", -1: "▼", 0: "~"}
+
+
+def mark(row: dict) -> str:
+    """▲ / ▼: the change's interval lies above / below 0; ~: it contains 0; "" when there is no interval."""
+    if "delta_significant" not in row:
+        return ""
+    return MARKS[0 if not row["delta_significant"] else 1 if row["delta"] > 0 else -1]
+
+
+def cell(row: dict) -> str:
+    """`50.0 [43.1, 56.9] (+20.0 [10.3, 29.7] ▲)`: score, interval, change, its interval, mark (in %)."""
+    def ci(lo: str, hi: str) -> str:
+        return f" [{100 * row[lo]:.1f}, {100 * row[hi]:.1f}]" if lo in row else ""
+
+    text = f"{100 * row['score']:.1f}{ci('score_ci_low', 'score_ci_high')}"
+    if "delta" in row:
+        m = mark(row)
+        text += f" ({100 * row['delta']:+.1f}{ci('delta_ci_low', 'delta_ci_high')}{' ' + m if m else ''})"
+    return text
 
 
 def markdown(rows: list[dict], ckpts: list[str]) -> str:
     lines = ["# Benchmark progression over checkpoints", "",
-             "Scores in %; in brackets the change from the previous checkpoint (what that stage moved).", ""]
+             "Scores in % with their 95% interval in brackets; in parentheses the change from the previous "
+             "checkpoint (what that stage moved) with the 95% interval of the change.", "",
+             "▲ significant rise, ▼ significant fall, ~ not significant (the change's interval contains 0).", ""]
     for mode in MODES:
         mrows = [r for r in rows if r["mode"] == mode]
         if not mrows:
@@ -100,19 +185,37 @@ def markdown(rows: list[dict], ckpts: list[str]) -> str:
         lines += [f"## {mode} ({PRIMARY[mode]})", "", "| benchmark | chance | " + " | ".join(ckpts) + " |",
                   "|---|---|" + "---|" * len(ckpts)]
         for bench in dict.fromkeys(r["benchmark"] for r in mrows):
-            cells, prev = [], None
+            cells = []
             chance = next(r["chance"] for r in mrows if r["benchmark"] == bench)
             for c in ckpts:
                 r = next((r for r in mrows if r["benchmark"] == bench and r["checkpoint"] == c), None)
-                if r is None:
-                    cells.append("")
-                    continue
-                d = "" if prev is None else f" ({100 * (r['score'] - prev):+.1f})"
-                cells.append(f"{100 * r['score']:.1f}{d}")
-                prev = r["score"]
+                cells.append("" if r is None else cell(r))
             lines.append(f"| {bench} | {100 * chance:.1f} | " + " | ".join(cells) + " |")
         lines.append("")
+    prows = [r for r in rows if r["mode"] == PERPLEXITY]
+    if prows:
+        lines += ["## held-out medical perplexity (lower is better)", "",
+                  "The CPT corpus's held-out split, never trained on, per data kind; the change's interval "
+                  "is computed on the log scale.", "", "| data kind | " + " | ".join(ckpts) + " |",
+                  "|---|" + "---|" * len(ckpts)]
+        for kind in dict.fromkeys(r["benchmark"] for r in prows):
+            cells = [next((ppl_cell(r) for r in prows if r["benchmark"] == kind and r["checkpoint"] == c), "")
+                     for c in ckpts]
+            lines.append(f"| {kind.removeprefix('heldout:')} | " + " | ".join(cells) + " |")
+        lines.append("")
     return "\n".join(lines)
+
+
+def ppl_cell(row: dict) -> str:
+    """`12.34 [11.02, 13.90] (-3.21 [-4.80, -1.52] ▼)`: perplexity and its change, not in %."""
+    def ci(lo: str, hi: str) -> str:
+        return f" [{row[lo]:.2f}, {row[hi]:.2f}]" if lo in row else ""
+
+    text = f"{row['score']:.2f}{ci('score_ci_low', 'score_ci_high')}"
+    if "delta" in row:
+        m = mark(row)
+        text += f" ({row['delta']:+.2f}{ci('delta_ci_low', 'delta_ci_high')}{' ' + m if m else ''})"
+    return text
 
 
 def plot(rows: list[dict], ckpts: list[str], path: Path) -> None:
@@ -128,7 +231,12 @@ def plot(rows: list[dict], ckpts: list[str], path: Path) -> None:
         for bench in dict.fromkeys(r["benchmark"] for r in mrows):
             pts = sorted((r["step"], 100 * r["score"]) for r in mrows if r["benchmark"] == bench)
             style = "--" if bench.startswith("category:") else "-"
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=bench)
+            line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=bench)
+            band = sorted((r["step"], 100 * r["score_ci_low"], 100 * r["score_ci_high"]) for r in mrows
+                          if r["benchmark"] == bench and "score_ci_low" in r)
+            if len(band) == len(pts):
+                ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band],
+                                color=line.get_color(), alpha=0.12, linewidth=0)
         ax.set_xticks(range(len(ckpts)), ckpts)
         ax.set_ylim(0, 100)
         ax.set_ylabel("%")
@@ -137,6 +245,10 @@ def plot(rows: list[dict], ckpts: list[str], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+CSV_COLUMNS = ("checkpoint", "step", "benchmark", "mode", "score", "chance", "score_ci_low", "score_ci_high",
+               "interval", *DELTA_KEYS)
 
 
 def write_progression(root: str | Path, out_dir: str | Path) -> dict:
@@ -153,7 +265,7 @@ def write_progression(root: str | Path, out_dir: str | Path) -> dict:
     write_json(out / "progression_metrics.json", result)
     (out / "progression.md").write_text(markdown(rows, ckpts), encoding="utf-8")
     with open(out / "progression.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, ["checkpoint", "step", "benchmark", "mode", "score", "chance"])
+        w = csv.DictWriter(f, CSV_COLUMNS, restval="")
         w.writeheader()
         w.writerows(rows)
     plot(rows, ckpts, out / "progression.png")

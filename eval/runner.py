@@ -3,9 +3,13 @@
     result = evaluate(adapter, specs, data_root, work_dir, settings)
 
 1. Load every benchmark (quarantined lines are kept with their reason: read = items + quarantined),
-   take the seeded `limit` slice of each, and plan (item, mode) tasks: `generate` for every item,
-   `loglik` for closed items (choice, yes/no) when the adapter can score continuations. Items with
-   images are skipped, with the reason `model_lacks_vision`, for a text-only model.
+   take the seeded slice of each for each mode, and plan (item, mode) tasks: `generate` for every
+   item, `loglik` for closed items (choice, yes/no) when the adapter can score continuations. Items
+   with images are skipped, with the reason `model_lacks_vision`, for a text-only model.
+   Items per (benchmark, mode): `limits[benchmark]` if set, else `mode_limits[mode]` if set, else
+   `limit` (0 = all). Every slice is a prefix of one seeded draw order per benchmark (shown in file
+   order), so a smaller slice is inside a larger one (the generated items are log-likelihood items
+   too) and a limit that grows keeps the items already answered.
 2. Tasks already in `work_dir/items.jsonl` under the same fingerprint (model identity, settings that
    change outputs, template version) are not asked again: an endpoint that fails mid-run costs
    only the items it had not answered. A different fingerprint is refused unless `fresh=True`
@@ -24,12 +28,13 @@ import dataclasses
 import hashlib
 import json
 import os
+import random
 import time
 from pathlib import Path
 from typing import Any
 
 from eval import MODES, templates
-from eval.benchmarks import CLOSED_KINDS, BenchmarkSpec, Item, load, select
+from eval.benchmarks import CLOSED_KINDS, BenchmarkSpec, Item, load
 from eval.models import NoOutput
 from eval.scoring import ItemScore, score_loglik, score_output
 from tasks.common.io import iter_jsonl
@@ -56,6 +61,7 @@ class RunSettings:
     batch_size: int = 8
     limit: int = 0                        # items per benchmark (seeded sample); 0 = all
     limits: dict[str, int] = dataclasses.field(default_factory=dict)   # per-benchmark override of limit
+    mode_limits: dict[str, int] = dataclasses.field(default_factory=dict)  # per-mode override of limit
     seed: int = 1234
     continuation: str = "text"            # loglik continuations: option text | letter
     store_output_chars: int = 2000        # outputs kept in items.jsonl (head + tail beyond this)
@@ -71,11 +77,26 @@ class RunSettings:
             raise ValueError(f"continuation {self.continuation!r}: one of {templates.CONTINUATIONS}")
         if self.batch_size < 1 or self.max_new_tokens < 1:
             raise ValueError("batch_size and max_new_tokens must be >= 1")
+        bad = sorted(set(self.mode_limits) - set(MODES))
+        if bad:
+            raise ValueError(f"mode_limits: unknown mode(s) {bad}; choose from {MODES}")
+        counts = {"limit": self.limit, **{f"limits.{k}": v for k, v in self.limits.items()},
+                  **{f"mode_limits.{k}": v for k, v in self.mode_limits.items()}}
+        negative = [k for k, v in counts.items() if v < 0]
+        if negative:
+            raise ValueError(f"{negative}: item counts must be >= 0 (0 = all)")
+
+    def limit_for(self, benchmark: str, mode: str) -> int:
+        """Items of `benchmark` evaluated in `mode` (0 = all)."""
+        if benchmark in self.limits:
+            return self.limits[benchmark]
+        return self.mode_limits.get(mode, self.limit)
 
     def output_affecting(self) -> dict:
-        """The settings that change an item's output or score (limit and batch size do not)."""
+        """The settings that change an item's output or score. Item counts and batch size do not: the
+        items a count selects are answered the same whatever the count (see `select_prefix`)."""
         d = dataclasses.asdict(self)
-        for k in ("batch_size", "limit", "limits", "store_output_chars"):
+        for k in ("batch_size", "limit", "limits", "mode_limits", "store_output_chars"):
             d.pop(k)
         d["modes"] = sorted(d["modes"])
         return d
@@ -87,7 +108,7 @@ class EvalResult:
     specs: list[BenchmarkSpec]
     read: dict[str, int]
     valid: dict[str, int]
-    selected: dict[str, list[Item]]
+    selected: dict[str, list[Item]]      # per benchmark, the items of any mode (the largest slice)
     quarantined: list[dict]
     skipped: list[dict]
     fingerprint: str
@@ -95,6 +116,9 @@ class EvalResult:
     timings: dict[str, float]            # wall clock: MLflow only
     adapter_stats: dict[str, Any]        # deterministic adapter counts (summary.json)
     client_stats: dict[str, Any] = dataclasses.field(default_factory=dict)   # endpoint client: MLflow only
+    # per benchmark and mode run: {"selected": items the mode applies to in its slice, "skipped": of
+    # those, skipped}; the report checks selected = scored + skipped for each
+    accounting: dict[str, dict[str, dict[str, int]]] = dataclasses.field(default_factory=dict)
 
 
 def run_fingerprint(adapter, settings: RunSettings, judge_name: str | None) -> str:
@@ -169,18 +193,67 @@ def _max_new_tokens(item: Item, settings: RunSettings) -> int:
     return settings.max_new_tokens_thinking if settings.style == "thinking" else settings.max_new_tokens
 
 
-def plan(selected: dict[str, list[Item]], adapter, settings: RunSettings) -> tuple[list, list[dict]]:
-    tasks, skipped = [], []
-    for items in selected.values():
-        for item in items:
+def draw_order(n: int, count: int, seed: int, name: str) -> list[int]:
+    """The first `count` indices of benchmark `name`'s seeded draw order over `n` items.
+
+    The draws of random.sample's set method (a uniform index, redrawn when already taken), kept going:
+    the first k indices are what random.sample(range(n), k) returns whenever it uses that method
+    (n > 21 + 4 ** ceil(log4(3k)), e.g. any benchmark of over 85 items for k = 20), so the slices of
+    earlier runs are kept, and unlike random.sample the k-slice is a prefix of every larger slice."""
+    rng = random.Random(f"{seed}:{name}")
+    order: list[int] = []
+    taken: set[int] = set()
+    while len(order) < min(count, n):
+        j = rng.randrange(n)
+        if j not in taken:
+            taken.add(j)
+            order.append(j)
+    return order
+
+
+def select_prefix(items: list[Item], counts: dict[str, int], seed: int) -> dict[str, list[Item]]:
+    """{key: the seeded slice of `counts[key]` items (0 = all)}, each in file order, each a prefix of
+    the same draw order: a smaller slice is always inside a larger one."""
+    n = len(items)
+    sizes = {k: n if c <= 0 else min(c, n) for k, c in counts.items()}
+    if not items:
+        return {k: [] for k in counts}
+    partial = [size for size in sizes.values() if size < n]      # the slices that need the draw order
+    order = draw_order(n, max(partial), seed, items[0].benchmark) if partial else []
+    out = {}
+    for k, size in sizes.items():
+        out[k] = list(items) if size >= n else [items[i] for i in sorted(order[:size])]
+    return out
+
+
+def mode_applies(item: Item, mode: str, adapter) -> bool:
+    return mode == "generate" or (item.kind in CLOSED_KINDS and adapter.supports_loglik)
+
+
+def plan(by_mode: dict[str, dict[str, list[Item]]], adapter, settings: RunSettings
+         ) -> tuple[list, list[dict], dict[str, dict[str, dict[str, int]]]]:
+    """(item, mode) tasks, skipped items (once per item, whatever its modes), and per benchmark and
+    mode the items the mode applies to in its slice and how many of them were skipped.
+
+    by_mode: {benchmark: {mode: items selected for the mode}}."""
+    tasks, skipped, accounting = [], [], {}
+    for name, modes in by_mode.items():
+        acc = accounting.setdefault(name, {})
+        in_mode = {m: {it.id for it in modes.get(m, [])} for m in settings.modes}
+        union = max(modes.values(), key=len) if modes else []    # slices are prefixes: the largest holds all
+        for m in settings.modes:
+            acc[m] = {"selected": 0, "skipped": 0}
+        for item in union:
+            applies = [m for m in settings.modes if item.id in in_mode[m] and mode_applies(item, m, adapter)]
+            for m in applies:
+                acc[m]["selected"] += 1
             if item.images and not adapter.vision:
                 skipped.append({"benchmark": item.benchmark, "id": item.id, "reason": "model_lacks_vision"})
+                for m in applies:
+                    acc[m]["skipped"] += 1
                 continue
-            if "generate" in settings.modes:
-                tasks.append((item, "generate"))
-            if "loglik" in settings.modes and item.kind in CLOSED_KINDS and adapter.supports_loglik:
-                tasks.append((item, "loglik"))
-    return tasks, skipped
+            tasks += [(item, m) for m in applies]
+    return tasks, skipped, accounting
 
 
 def _batches(pending: list[tuple[Item, str]], settings: RunSettings):
@@ -203,15 +276,17 @@ def evaluate(adapter, specs: list[BenchmarkSpec], data_root: str | Path, work_di
 
     from tasks.llm.client import LLMError
 
-    read, valid, selected, quarantined = {}, {}, {}, []
+    read, valid, selected, by_mode, quarantined = {}, {}, {}, {}, []
     for spec in specs:
         res = load(spec, data_root)
         read[spec.name], valid[spec.name] = res.read, len(res.items)
         quarantined += res.quarantined
-        selected[spec.name] = select(res.items, settings.limits.get(spec.name, settings.limit), settings.seed)
+        by_mode[spec.name] = select_prefix(res.items, {m: settings.limit_for(spec.name, m) for m in settings.modes},
+                                           settings.seed)
+        selected[spec.name] = max(by_mode[spec.name].values(), key=len)
     fp = run_fingerprint(adapter, settings, getattr(judge, "name", None))
     store = ResultsFile(Path(work_dir), fp, fresh=fresh, restart_on_mismatch=restart_on_mismatch)
-    tasks, skipped = plan(selected, adapter, settings)
+    tasks, skipped, accounting = plan(by_mode, adapter, settings)
     pending = [(it, m) for it, m in tasks if _key(it.benchmark, it.id, m) not in store.rows]
     timings: dict[str, float] = {}
     failures: list[str] = []
@@ -247,16 +322,18 @@ def evaluate(adapter, specs: list[BenchmarkSpec], data_root: str | Path, work_di
     finally:
         bar.close()
         store.close()
+    # this run's tasks only: the store may hold rows of items a larger limit selected before
+    planned = {_key(it.benchmark, it.id, m) for it, m in tasks}
     rows = []
     for name, items in selected.items():
         for it in items:
             for mode in MODES:
                 row = store.rows.get(_key(name, it.id, mode))
-                if row is not None:
+                if row is not None and _key(name, it.id, mode) in planned:
                     rows.append(row)
     return EvalResult(rows, list(specs), read, valid, selected, quarantined, skipped, fp,
                       adapter.describe(), timings, dict(getattr(adapter, "stats", {}) or {}),
-                      dict(getattr(adapter, "client_stats", {}) or {}))
+                      dict(getattr(adapter, "client_stats", {}) or {}), accounting)
 
 
 def _score(item: Item, mode: str, out: Any, settings: RunSettings, judge, req) -> dict:

@@ -14,6 +14,10 @@ Open kinds (generation only):
 - longform: ROUGE-L and BLEU against the reference; the rubric judge's score (judge.py) is the
   primary score when a judge is configured, else ROUGE-L;
 - ocr: 1 - character error rate on whitespace-collapsed text (primary), exact match.
+
+`aggregate` gives every mean and BLEU a 95% interval (eval/intervals.py): the Wilson interval, with
+the count k of n, for a score that is correct-or-not per item (accuracy, acc, acc_norm, exact match,
+and the primary score of closed and short-answer items); a seeded percentile bootstrap otherwise.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections import Counter
 from functools import lru_cache
 from typing import Any
 
+from eval import intervals
 from eval.benchmarks import Item
 from eval.parsing import (
     extract_open,
@@ -156,25 +161,62 @@ def score_loglik(item: Item, req: LoglikRequest, logprobs: list[float]) -> ItemS
 
 
 # ---- aggregation ----------------------------------------------------------------------------
+# Per-item metrics that are correct-or-not (0/1); their means are proportions and get the Wilson
+# interval. The primary score is one too when every row is of a kind whose score is correct-or-not
+# (closed answers, and open short answers scored by exact match).
+BINARY_METRICS = frozenset({"accuracy", "acc", "acc_norm", "exact_match"})
+BINARY_KINDS = frozenset({"choice", "yesno", "open"})
+
+
+def interval_keys(name: str, vals: list[float], binary: bool) -> dict[str, float]:
+    """`<name>_ci_low/_ci_high` (95%) of the mean of `vals`, and `<name>_correct` (k of n) when the
+    values are correct-or-not: Wilson for a proportion, the percentile bootstrap otherwise.
+    A metric expected to be 0/1 that is not (never, for this module's scores) falls back to the
+    bootstrap rather than reporting a Wilson interval for something that is not a proportion."""
+    if binary and all(v in (0.0, 1.0) for v in vals):
+        k = int(sum(vals))
+        lo, hi = intervals.wilson(k, len(vals))
+        return {f"{name}_ci_low": lo, f"{name}_ci_high": hi, f"{name}_correct": k}
+    lo, hi = intervals.bootstrap(vals)
+    return {f"{name}_ci_low": lo, f"{name}_ci_high": hi}
+
+
+def bleu_interval(preds: list[str], refs: list[str]) -> tuple[float, float]:
+    """Bootstrap interval of corpus BLEU: items resampled, BLEU recomputed from their summed
+    sentence-level n-gram counts (sacrebleu's own statistics, so each resample is the BLEU that
+    `corpus_bleu` would give on that resample)."""
+    from sacrebleu.metrics import BLEU
+
+    metric = BLEU()              # corpus_bleu's defaults: 13a tokenization, exp smoothing
+    stats = metric._extract_corpus_statistics(preds, [refs])
+    return intervals.bootstrap(stats, lambda rows: metric._compute_score_from_stats(rows.sum(axis=0)).score)
+
+
 def aggregate(rows: list[dict]) -> dict[str, Any]:
-    """Mean score, chance, parse failures and mean per-item metrics of a set of result rows."""
+    """Mean score, chance, parse failures and mean per-item metrics of a set of result rows, each
+    score with its 95% interval (`<key>_ci_low`, `<key>_ci_high`; `<key>_correct` for proportions)."""
     n = len(rows)
     if n == 0:
         return {"n": 0}
     failures = Counter(r["failure"] for r in rows if r.get("failure"))
+    scores = [r["score"] for r in rows]
     out: dict[str, Any] = {
         "n": n,
-        "score": statistics.fmean(r["score"] for r in rows),
+        "score": statistics.fmean(scores),
         "chance": statistics.fmean(r["chance"] for r in rows),
         "parse_failures": sum(failures.values()),
         "parse_failure_rate": sum(failures.values()) / n,
         "failure_reasons": dict(sorted(failures.items())),
     }
+    out.update(interval_keys("score", scores, all(r.get("kind") in BINARY_KINDS for r in rows)))
     keys = sorted({k for r in rows for k in r.get("metrics", {})})
     for k in keys:
         vals = [r["metrics"][k] for r in rows if k in r.get("metrics", {})]
         out[k] = statistics.fmean(vals)
+        out.update(interval_keys(k, vals, k in BINARY_METRICS))
     open_rows = [r for r in rows if r.get("kind") in ("open", "longform")]
     if open_rows:
-        out["bleu"] = corpus_bleu([r.get("parsed") or "" for r in open_rows], [r["gold"][0] for r in open_rows])
+        preds, refs = [r.get("parsed") or "" for r in open_rows], [r["gold"][0] for r in open_rows]
+        out["bleu"] = corpus_bleu(preds, refs)
+        out["bleu_ci_low"], out["bleu_ci_high"] = bleu_interval(preds, refs)
     return out

@@ -45,6 +45,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from models.components import component_of
 from models.config import ArchPreset, DecoderConfig, SpecialTokens
 from models.tokenizer import wrap_tokenizer
 from tasks.common.gguf import GGUFError, find_gguf
@@ -175,15 +176,6 @@ def build_processor(tokenizer: PreTrainedTokenizerFast, arch: ArchPreset,
                                spatial_merge_size=arch.spatial_merge_size, chat_template=chat_template)
 
 
-# Parameter groups by module path, for this class and the common LLaVA-family layouts; the
-# adapter is matched first because its path can contain "vision" (vision_projection).
-_COMPONENT_PATTERNS = (
-    ("adapter", ("vision_projection", "multi_modal_projector", "connector", "merger", "projector")),
-    ("vision_tower", ("vision_encoder", "vision_tower", "vision_model", "visual", "vision")),
-    ("embeddings", ("embed_tokens", "lm_head")),
-)
-
-
 def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
     """Parameters per component (tied weights counted once): vision_tower, adapter,
     embeddings (input + output table), decoder (the transformer blocks), total."""
@@ -193,7 +185,6 @@ def parameter_counts(model: torch.nn.Module) -> dict[str, int]:
         if id(p) in seen:
             continue
         seen.add(id(p))
-        group = next((g for g, keys in _COMPONENT_PATTERNS if any(k in name for k in keys)), "decoder")
-        counts[group] += p.numel()
+        counts[component_of(name)] += p.numel()
     counts["total"] = sum(counts.values())
     return counts

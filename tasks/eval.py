@@ -10,7 +10,8 @@ What (eval/ holds the logic, `eval.harness.EvalConfig` is the `eval:` params sec
 default): the checkpoint (an HF causal LM or vision-language model by path, on `device` auto | cpu |
 cuda; an OpenAI-compatible endpoint; or a predictions file) answers every configured benchmark under
 one protocol: the same templates, greedy decoding, deterministic parsing, generation Pass@1 and
-option log-likelihood. The llm rubric judge and `endpoint=local` use the pipeline's LLM client,
+option log-likelihood, every score with a 95% interval (eval/intervals.py: Wilson for accuracies, a
+seeded bootstrap otherwise). The llm rubric judge and `endpoint=local` use the pipeline's LLM client,
 which the stage runner opens.
 
 Output (data/eval/<checkpoint>/, atomically): items.jsonl (one scored row per item and mode),
@@ -18,9 +19,11 @@ metrics.json (DVC metrics), scores_plot.json (DVC plots), summary.json (model id
 accounting), report.md, table.csv, scores.png, quarantine.jsonl; every path in them is relative to
 the project root. Per-item results also go to .cache/eval/<checkpoint>/ as they come, so a run
 stopped by a failing endpoint resumes without asking answered items again.
-MLflow child run `eval@<checkpoint>` (tag `checkpoint`): <benchmark>.<mode>.<metric>, category
-macro-averages, parse-failure rates, decontamination overlap (every number of metrics.json), items/s
-per mode; artifacts report.md, table.csv (+ an MLflow table), scores.png, metrics.json, summary.json.
+MLflow child run `eval@<checkpoint>` (tag `checkpoint`): <benchmark>.<mode>.<metric> with
+<metric>_ci_low / <metric>_ci_high, category macro-averages with theirs, parse-failure rates,
+decontamination overlap and whether the clean stage checked each benchmark (every number of
+metrics.json), items/s per mode; artifacts report.md, table.csv (+ an MLflow table), scores.png,
+metrics.json, summary.json.
 
 Why: one harness for every checkpoint and any model makes scores comparable along the pipeline;
 outputs free of wall clock and machine paths make a re-run byte-identical, so DVC re-runs nothing

@@ -3,19 +3,24 @@
 Run:   python -m tasks.eval_progression [root=data/eval out=data/eval_progression]
 DVC:   dvc repro eval_progression          (after the eval@<checkpoint> stages)
 
-What (logic in eval/progression.py, config `eval.progression.ProgressionConfig`): reads every
-<root>/<checkpoint>/metrics.json the `eval` stage wrote, orders the checkpoints by the pipeline
-(base, cpt, mid, sft, rl; unknown names after, by name) and puts their scores side by side, each
-with its change over the previous checkpoint.
+What (logic in eval/progression.py, intervals in eval/intervals.py, config
+`eval.progression.ProgressionConfig`): reads every <root>/<checkpoint>/metrics.json the `eval` stage
+wrote, orders the checkpoints by the pipeline (base, cpt, mid, sft, rl; unknown names after, by name)
+and puts their scores side by side, each with its 95% interval and its change over the previous
+checkpoint, the change with the 95% interval of the difference (Newcombe's hybrid score interval for
+accuracies, the normal approximation from the two bootstrap intervals otherwise) and a mark:
+▲ / ▼ significant rise / fall (the interval excludes 0), ~ not significant.
 
 Output (data/eval_progression/, atomically): progression.json (long table), progression_plot.json
 (DVC plots: one row per checkpoint, one field per benchmark), progression_metrics.json (DVC metrics:
-<checkpoint>.<benchmark>.<mode>.{score, delta}), progression.md, progression.csv, progression.png.
+<checkpoint>.<benchmark>.<mode>.{score, score_ci_low, score_ci_high, delta, delta_ci_low,
+delta_ci_high, delta_significant}), progression.md, progression.csv, progression.png.
 MLflow child run `eval_progression`: every number of progression_metrics.json; the four human-readable
 files as artifacts.
 
 Why: a score alone says little; the delta a stage adds is what tells whether that stage is worth its
-compute. No summary.json: progression_metrics.json is the stage's whole account.
+compute, and only when it is larger than the noise of a benchmark of that size. No summary.json:
+progression_metrics.json is the stage's whole account.
 """
 
 from __future__ import annotations

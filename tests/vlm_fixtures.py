@@ -134,9 +134,10 @@ def make_samples(root: Path, n_per_topic: int = 12, *, seed: int = 0, with_image
                 samples.append({**base, "kind": "text", "task": "atomic_qa", "messages": [
                     {"role": "user", "content": topic_sentence(rng, topic, 6) + "?"},
                     {"role": "assistant", "content": topic_sentence(rng, topic, 10)}]})
-            else:
-                samples.append({**base, "kind": "text", "text": " ".join(topic_sentence(rng, topic)
-                                                                          for _ in range(1 + i % 3))})
+            else:   # every other plain text is a corpus document (CPT's general-replay pool draws on them)
+                doc = {"task": "document", "source_ids": [f"doc-{topic}-{i}"]} if i % 2 else {}
+                samples.append({**base, **doc, "kind": "text", "text": " ".join(topic_sentence(rng, topic)
+                                                                                for _ in range(1 + i % 3))})
     return samples
 
 

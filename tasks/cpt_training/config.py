@@ -30,6 +30,9 @@ class CptConfig:
     train: TrainParams = field(default_factory=TrainParams)     # train.device: auto | cpu | cuda
     eval_batch_size: int = 8
     deepspeed: str = "tasks/training/ds_zero2.json"   # used when launched with several processes; "" = DDP
+    # a train.max_steps that stops before the schedule's end is refused (the curriculum would not reach
+    # its last cluster); true lets a smoke test or a debugging run train a prefix, recorded as partial
+    allow_partial: bool = False
     resume: Literal["auto", "never"] = "auto"       # auto: newest complete checkpoint of this run
     resume_from: str = ""               # an explicit checkpoint directory (must be complete)
     keep_checkpoints: bool = False      # delete the run's checkpoints once the model is saved

@@ -48,13 +48,13 @@ from tasks.training.device import resolve as resolve_device
 from tasks.training.encode import SampleEncoder, encode_all, sample_rejection, write_rejections
 from tasks.training.model_io import load_model, save_trained
 from tasks.training.perplexity import perplexity
-from tasks.training.splits import read_samples
+from tasks.training.splits import data_kind, read_samples
 from tasks.training.trainer import ScheduleTrainer, training_arguments
 
 LogFn = Callable[..., None]
 CODE_ROOT = Path(__file__).resolve().parents[2]
 # fields that do not change the training trajectory: changing them must not start a new run
-NOT_IN_RUN_KEY = ("out_dir", "checkpoint_root", "resume", "resume_from", "keep_checkpoints", "trace_order",
+NOT_IN_RUN_KEY = ("out_dir", "checkpoint_root", "resume", "resume_from", "keep_checkpoints", "trace_order", "allow_partial",
                   "mlflow", "eval_batch_size")
 
 
@@ -157,6 +157,8 @@ def train_cpt(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> CptOutcom
     heldout = [h["id"] for h in heldout_rows if h["id"] in encoded]
     if not order:
         raise ValueError("the schedule is empty after encoding: nothing to train on")
+    check_budget(cfg, len(order), world_size)
+    kind_of = {i: data_kind(by_id[i]) for i in heldout}
     dataset = OrderedDataset(encoded, order)
     collate = Collator(processor, encoder.budget, encoder.factor, blank_image_for_text=world_size > 1)
     heldout_ds = OrderedDataset(encoded, heldout)
@@ -174,13 +176,15 @@ def train_cpt(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> CptOutcom
         if cached.is_file():
             before = json.loads(cached.read_text())
         else:
-            before = perplexity(model.to(placement.device), heldout_ds, collate, cfg.eval_batch_size)
+            before = perplexity(model.to(placement.device), heldout_ds, collate, cfg.eval_batch_size,
+                                group_of=kind_of, seed=cfg.seed)
             cached.write_text(json.dumps(before))
-        log_metrics({"heldout.ppl": before["ppl"], "heldout.nll": before["nll"]}, step=0)
+        log_metrics(heldout_metrics(before), step=0)
 
     args = training_arguments(cfg.train, root, seed=cfg.seed, deepspeed_config=ds_config, placement=placement)
     metrics_cb = MetricsCallback(lambda m, step: log_metrics(m, step=step))
     trainer = ScheduleTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
+                              component_lr=cfg.train.component_lr,
                               trace_path=root / f"order_trace.rank{rank}.jsonl" if cfg.trace_order else None,
                               callbacks=[metrics_cb, CompletionMarkerCallback(dataset)])
     result = trainer.train(resume_from_checkpoint=resume_from)
@@ -198,10 +202,12 @@ def train_cpt(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> CptOutcom
 
         unset_hf_deepspeed_config()
     trained = load_model(model_dir).model.to(placement.device)
-    after = perplexity(trained, heldout_ds, collate, cfg.eval_batch_size) if heldout else None
+    after = perplexity(trained, heldout_ds, collate, cfg.eval_batch_size, group_of=kind_of,
+                       seed=cfg.seed) if heldout else None
     if after:
-        log_metrics({"heldout.ppl": after["ppl"], "heldout.nll": after["nll"]}, step=step)
-    write_jsonl(out / "order_trace.jsonl", merged_trace(root) if cfg.trace_order else [])
+        log_metrics(heldout_metrics(after), step=step)
+    trace = merged_trace(root) if cfg.trace_order else []
+    write_jsonl(out / "order_trace.jsonl", trace)
     # the unit of accounting is the schedule entry (a replayed sample counts once per entry):
     # rejected/ holds the entries that left the schedule, rejected_samples/ the samples behind them
     rejection_of = {r["id"]: r for r in rejected}
@@ -237,9 +243,58 @@ def train_cpt(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> CptOutcom
         "deepspeed": bool(ds_config), "heldout_ppl_before": metrics["heldout_ppl_before"],
         "heldout_ppl_after": metrics["heldout_ppl_after"], "train_loss_last": metrics["train_loss_last"],
         "tokens_seen": tokens, "steps_this_run": steps_this_run,
+        "heldout_by_kind": by_kind_table(before, after),
+        "schedule_entries": len(order), "entries_trained": trace_coverage(trace, manifest, cfg.order),
+        "partial": step * cfg.train.batch_size * cfg.train.grad_accum * world_size < len(order),
     }
     wall = {"tokens_per_s": tokens_per_s, "train_runtime_s": runtime, "seconds": time.perf_counter() - started}
     return CptOutcome(summary, {k: v for k, v in wall.items() if v is not None}, root)
+
+
+def check_budget(cfg: CptConfig, entries: int, world_size: int) -> None:
+    """The schedule is the budget (cpt_order.max_samples): a step cap that stops before its end would
+    train only the first clusters of the curriculum, so it is refused instead of silently applied."""
+    per_step = cfg.train.batch_size * cfg.train.grad_accum * world_size
+    if 0 < cfg.train.max_steps * per_step < entries and not cfg.allow_partial:
+        raise ValueError(f"train.max_steps={cfg.train.max_steps} x {per_step} samples per step covers "
+                         f"{cfg.train.max_steps * per_step} of the schedule's {entries} entries: the curriculum "
+                         "would not reach its last cluster. Leave max_steps at 0 (one pass over the schedule) "
+                         "and set the budget with cpt_order.max_samples (allow_partial=true for a smoke test).")
+
+
+def heldout_metrics(result: dict) -> dict:
+    """MLflow metrics of a held-out perplexity: overall and per data kind."""
+    out = {"heldout.ppl": result["ppl"], "heldout.nll": result["nll"]}
+    for kind, r in result.get("by_group", {}).items():
+        out[f"heldout.{kind}.ppl"] = r["ppl"]
+    return out
+
+
+def by_kind_table(before: dict | None, after: dict | None) -> dict:
+    """Per data kind: samples, and perplexity before/after with 95% bootstrap intervals."""
+    table: dict[str, dict] = {}
+    for label, r in (("before", before), ("after", after)):
+        for kind, g in ((r or {}).get("by_group") or {}).items():
+            row = table.setdefault(kind, {"samples": g["samples"]})
+            row[f"ppl_{label}"] = g["ppl"]
+            row[f"ppl_{label}_ci"] = [g["ppl_ci_low"], g["ppl_ci_high"]]
+    return dict(sorted(table.items()))
+
+
+def trace_coverage(trace: list[dict], manifest: list[dict], order: str) -> dict:
+    """What the run trained, from its order trace: entries, clusters reached (curriculum entries only,
+    general replay apart) and whether clusters were first reached in curriculum order (replays of
+    earlier clusters and the mixed transitions do not count as going back)."""
+    entries = sorted(manifest, key=lambda e: e["position"])
+    positions = [p for row in trace for p in row.get("positions", [])]
+    if order == "shuffle":          # trace positions index the shuffled schedule, not the manifest
+        return {"entries": len(positions)}
+    trained = [entries[p] for p in positions if p < len(entries)]
+    first_seen = list(dict.fromkeys(e["rank"] for e in trained if not e.get("general") and not e.get("replay")))
+    all_ranks = {e["rank"] for e in entries if not e.get("general")}
+    return {"entries": len(positions), "general": sum(bool(e.get("general")) for e in trained),
+            "clusters_reached": len(first_seen), "clusters_in_schedule": len(all_ranks),
+            "in_curriculum_order": first_seen == sorted(first_seen)}
 
 
 def cleanup_checkpoints(root: Path, keep: bool) -> None:

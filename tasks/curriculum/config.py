@@ -9,14 +9,25 @@ from typing import Literal
 from tasks.curriculum.order import ScheduleParams
 from tasks.training.config import TrainParams
 from tasks.training.encode import EncodeParams
+from tasks.training.splits import DATA_KINDS
 
 
 @dataclass
 class HeldoutParams:
-    """A seeded slice of the CPT corpus never trained on (by cpt_order's warm-up or by cpt)."""
+    """A seeded slice of the CPT corpus never trained on (by cpt_order's warm-up or by cpt),
+    stratified by data kind (tasks/training/splits.py) so each kind gets its own perplexity."""
     fraction: float = 0.03
     max_samples: int = 300              # perplexity cost is bounded; the rest go back to training
-    kinds: list[str] = field(default_factory=lambda: ["text", "image_text", "ocr"])
+    min_per_kind: int = 12
+    kinds: list[str] = field(default_factory=lambda: list(DATA_KINDS))
+
+
+@dataclass
+class GeneralPoolParams:
+    """Natural medical text (cpt_data's corpus documents) set aside before the cap and the clustering,
+    replayed through every phase at `schedule.general_share` (tasks/curriculum/order.py)."""
+    max_samples: int = 0                # 0 = no general replay
+    tasks: list[str] = field(default_factory=lambda: ["document"])
 
 
 @dataclass
@@ -55,7 +66,10 @@ class CptOrderConfig:
     base_model_dir: str = "data/base_model/model"
     out_dir: str = "data/cpt_order"
     seed: int = 1234
-    max_samples: int = 0                # 0 = every sample; else a seeded subset (CPU budget)
+    # The training budget: cpt trains one pass over what is ordered here, so this cap (not a step
+    # count) sets CPT's length and the curriculum always reaches its last cluster.
+    max_samples: int = 0                # 0 = every sample; else a seeded subset
+    general_pool: GeneralPoolParams = field(default_factory=GeneralPoolParams)
     encode: EncodeParams = field(default_factory=EncodeParams)
     heldout: HeldoutParams = field(default_factory=HeldoutParams)
     warmup: WarmupParams = field(default_factory=WarmupParams)

@@ -29,6 +29,12 @@ embeddings without a model. The choices, and why:
   A's core included). A replay is an extra manifest entry (`replay: true`) for a sample that
   already appeared; it reduces forgetting while the model moves on. Every sample still appears
   exactly once as a non-replay entry.
+- General replay (forgetting control, paper §3.4 and the mid-training "replay buffer of general-domain
+  data"): every region, the first cluster's core included, also gets a `general_share` of entries
+  from a separate pool of natural medical text (corpus documents kept out of the clustering), drawn
+  in a seeded order that cycles through the pool. A run of any length therefore never trains on
+  templated material alone, which is what made a short CPT run forget how to answer questions.
+  These entries carry `general: true` and index the pool, not the clustered samples.
 """
 
 from __future__ import annotations
@@ -47,12 +53,15 @@ NOISE = -1
 class ScheduleParams:
     mix_fraction: float = 0.15       # share of each cluster that goes into each adjacent transition
     replay_fraction: float = 0.10    # replayed samples per transition, as a share of its size
+    general_share: float = 0.0       # share of every region drawn from the general-text pool
 
     def __post_init__(self):
         if not 0.0 <= self.mix_fraction <= 0.5:
             raise ValueError(f"mix_fraction must be in [0, 0.5], got {self.mix_fraction}")
         if not 0.0 <= self.replay_fraction <= 1.0:
             raise ValueError(f"replay_fraction must be in [0, 1], got {self.replay_fraction}")
+        if not 0.0 <= self.general_share < 1.0:
+            raise ValueError(f"general_share must be in [0, 1), got {self.general_share}")
 
 
 @dataclasses.dataclass
@@ -135,13 +144,37 @@ def _split_sizes(n: int, fraction: float, has_prev: bool, has_next: bool) -> tup
     return head, tail
 
 
-def build_schedule(ranking: list[ClusterRank], params: ScheduleParams, *, seed: int) -> list[dict]:
+class GeneralStream:
+    """Positions 0..n-1 of the general-text pool in seeded order, reshuffled at each pass."""
+
+    def __init__(self, n: int, rng: np.random.Generator):
+        self.n, self.rng, self.queue = n, rng, []
+
+    def take(self, k: int) -> list[int]:
+        out = []
+        while self.n and len(out) < k:
+            if not self.queue:
+                self.queue = self.rng.permutation(self.n).tolist()
+            out.append(self.queue.pop(0))
+        return out
+
+
+def general_count(region_size: int, share: float) -> int:
+    """General entries that make up `share` of a region with `region_size` curriculum entries."""
+    return round(region_size * share / (1.0 - share)) if region_size and share else 0
+
+
+def build_schedule(ranking: list[ClusterRank], params: ScheduleParams, *, seed: int,
+                   general_pool: int = 0) -> list[dict]:
     """Manifest entries in training order.
 
     Each entry: {index (sample position), cluster (label), rank, region ("cluster" | "transition"),
-    region_index, replay (bool)}; transitions also carry `between` [rank_a, rank_b].
+    region_index, replay (bool), general (bool)}; transitions also carry `between` [rank_a, rank_b].
+    A general entry's index is a position in the general-text pool of `general_pool` samples (its
+    cluster is None, its rank the region's).
     """
     rng = np.random.default_rng(seed)
+    general = GeneralStream(general_pool, np.random.default_rng([seed, 1]))
     shuffled = [rng.permutation(c.members) for c in ranking]
     rank_of = {}
     for c in ranking:
@@ -157,12 +190,17 @@ def build_schedule(ranking: list[ClusterRank], params: ScheduleParams, *, seed: 
     seen: list[int] = []            # non-replay positions already scheduled (the replay pool)
     region_index = 0
 
-    def emit(positions, region: str, replay_flags=None, between=None):
+    def emit(positions, region: str, replay_flags=None, between=None, rank=0):
         nonlocal region_index
-        for j, p in enumerate(positions):
-            p = int(p)
-            e = {"index": p, "cluster": label_of[rank_of[p]], "rank": rank_of[p], "region": region,
-                 "region_index": region_index, "replay": bool(replay_flags[j]) if replay_flags is not None else False}
+        rows = [{"index": int(p), "cluster": label_of[rank_of[int(p)]], "rank": rank_of[int(p)],
+                 "replay": bool(replay_flags[j]) if replay_flags is not None else False, "general": False}
+                for j, p in enumerate(positions)]
+        rows += [{"index": g, "cluster": None, "rank": rank, "replay": True, "general": True}
+                 for g in general.take(general_count(len(rows), params.general_share))]
+        # general entries spread through the region, not appended as a block
+        order = rng.permutation(len(rows)) if general_pool and params.general_share else range(len(rows))
+        for j in order:
+            e = {**rows[j], "region": region, "region_index": region_index}
             if between is not None:
                 e["between"] = list(between)
             entries.append(e)
@@ -170,7 +208,7 @@ def build_schedule(ranking: list[ClusterRank], params: ScheduleParams, *, seed: 
 
     for i in range(len(shuffled)):
         _, core, tail = parts[i]
-        emit(core, "cluster")
+        emit(core, "cluster", rank=i)
         seen.extend(int(p) for p in core)
         if i == len(shuffled) - 1:
             break
@@ -181,7 +219,7 @@ def build_schedule(ranking: list[ClusterRank], params: ScheduleParams, *, seed: 
         region = np.concatenate([mixed, replay]).astype(int)
         flags = np.concatenate([np.zeros(len(mixed), bool), np.ones(len(replay), bool)])
         perm = rng.permutation(len(region))
-        emit(region[perm], "transition", flags[perm], between=(i, i + 1))
+        emit(region[perm], "transition", flags[perm], between=(i, i + 1), rank=i + 1)
         seen.extend(int(p) for p in mixed)
     return entries
 
@@ -193,11 +231,16 @@ def shuffled_schedule(entries: list[dict], *, seed: int) -> list[dict]:
     return [entries[i] for i in perm]
 
 
-def check_schedule(entries: list[dict], n_samples: int) -> None:
-    """Every sample exactly once as a non-replay entry; replays only of samples already seen."""
+def check_schedule(entries: list[dict], n_samples: int, general_pool: int = 0) -> None:
+    """Every sample exactly once as a non-replay entry; replays only of samples already seen;
+    general entries inside the pool."""
     seen = np.zeros(n_samples, dtype=bool)
     for pos, e in enumerate(entries):
         i = e["index"]
+        if e.get("general"):
+            if not 0 <= i < general_pool:
+                raise AssertionError(f"entry {pos}: general-pool position {i} outside a pool of {general_pool}")
+            continue
         if e["replay"]:
             if not seen[i]:
                 raise AssertionError(f"entry {pos}: replay of sample {i} before its first appearance")

@@ -2,15 +2,19 @@
 
     summary, metrics = order_corpus(cfg, out_dir, log_metrics=lambda metrics, step=None: ...)
 
-1. read the CPT samples (cap: `max_samples`, seeded), encode them (bad ones rejected with a
-   reason), set the held-out split aside (never trained on, by the warm-up or by cpt);
+1. read the CPT samples; set the general-text pool aside (`general_pool`: whole corpus documents,
+   every view of a chosen document, by a seeded hash of the document); cap the rest (`max_samples`,
+   seeded: the training budget, since cpt trains one pass over the manifest), encode them (bad ones
+   rejected with a reason), set the held-out split aside, stratified by data kind (never trained on,
+   by the warm-up or by cpt);
 2. warm-up: a copy of the base model trained on a seeded `warmup.fraction` of the remaining samples,
    in a seeded random order (the paper's "lightweight warm-up model on a small random subset"), on
    the device `warmup.train.device` resolves to (tasks/training/device.py);
 3. embed every remaining sample with the warm-up model (mean-pooled middle decoder block), where the
    warm-up trained;
 4. UMAP -> HDBSCAN -> noise placed -> clusters ranked by compactness -> schedule with mixed
-   transitions and replay (tasks/curriculum/order.py);
+   transitions, replay, and the general-text pool replayed through every region
+   (tasks/curriculum/order.py);
 5. write manifest.jsonl (one line per schedule entry, in training order), heldout.jsonl,
    clusters.json (the cluster report), order_map.png, rejected/part-*.jsonl (one entry per sample
    not scheduled and not held out, with its reason).
@@ -47,7 +51,7 @@ from tasks.training.encode import (
     write_rejections,
 )
 from tasks.training.model_io import load_model
-from tasks.training.splits import cap_samples, hash_fraction, heldout_ids, read_samples
+from tasks.training.splits import cap_samples, data_kind, hash_fraction, heldout_ids, id_hash, read_samples
 from tasks.training.trainer import ScheduleTrainer, training_arguments
 
 LogFn = Callable[..., None]
@@ -84,6 +88,17 @@ def train_warmup(model, processor, encoder: SampleEncoder, encoded: dict, ids: l
             "seconds": float(result.metrics.get("train_runtime", 0.0))}
 
 
+def manifest_row(pos: int, e: dict, ids: list[str], pool_ids: list[str], is_noise, coords_2d) -> dict:
+    """One manifest line; a general-replay entry names its pool sample and has no map position."""
+    row = {"position": pos, "id": (pool_ids if e["general"] else ids)[e["index"]],
+           **{k: v for k, v in e.items() if k != "index"}}
+    if e["general"]:
+        return {**row, "noise": False, "x": None, "y": None}
+    i = e["index"]
+    return {**row, "noise": bool(is_noise[i]), "x": round(float(coords_2d[i, 0]), 4),
+            "y": round(float(coords_2d[i, 1]), 4)}
+
+
 def cluster_report(ranking, entries: list[dict], encoded: dict, raw_by_id: dict, ids: list[str],
                    embed_meta: dict) -> dict:
     clusters = []
@@ -99,10 +114,13 @@ def cluster_report(ranking, entries: list[dict], encoded: dict, raw_by_id: dict,
         if e["region"] != "transition":
             continue
         t = transitions.setdefault(e["region_index"], {"region_index": e["region_index"], "between": e["between"],
-                                                       "size": 0, "replay": 0, "from_ranks": Counter()})
+                                                       "size": 0, "replay": 0, "general": 0,
+                                                       "from_ranks": Counter()})
         t["size"] += 1
-        t["replay"] += e["replay"]
-        t["from_ranks"][e["rank"]] += 1
+        t["replay"] += e["replay"] and not e["general"]
+        t["general"] += e["general"]
+        if not e["general"]:
+            t["from_ranks"][e["rank"]] += 1
     for t in transitions.values():
         t["from_ranks"] = {str(k): v for k, v in sorted(t["from_ranks"].items())}
     return {"clusters": clusters, "transitions": [transitions[k] for k in sorted(transitions)], **embed_meta}
@@ -114,10 +132,31 @@ def doc_key(sample: dict) -> str | None:
 
 
 
+def general_pool(samples: list[dict], cfg: CptOrderConfig) -> tuple[list[dict], list[dict]]:
+    """(pool, rest): the views of whole documents, in seeded document order, until the pool holds
+    `general_pool.max_samples` samples. Whole documents, so no document is both replayed as general
+    text and held out or clustered."""
+    p = cfg.general_pool
+    if p.max_samples <= 0:
+        return [], samples
+    views: dict[str, list[dict]] = {}
+    for s in samples:
+        if s.get("task") in p.tasks and isinstance(s.get("id"), str):
+            views.setdefault(str((s.get("source_ids") or [s["id"]])[0]), []).append(s)
+    pool: list[dict] = []
+    for doc in sorted(views, key=lambda d: id_hash(d, cfg.seed, "general_pool")):
+        if len(pool) >= p.max_samples:
+            break
+        pool += views[doc]
+    chosen = {id(s) for s in pool}
+    return pool, [s for s in samples if id(s) not in chosen]
+
+
 def order_corpus(cfg: CptOrderConfig, out: Path, log_metrics: LogFn) -> tuple[dict, dict]:
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     samples, bad_lines = read_samples(resolve(cfg.in_dir))
+    pool_samples, samples = general_pool(samples, cfg)
     samples, left_out = cap_samples(samples, cfg.max_samples, cfg.seed)
     capped = len(left_out)
     raw_by_id = {s["id"]: s for s in samples if isinstance(s.get("id"), str)}
@@ -125,12 +164,16 @@ def order_corpus(cfg: CptOrderConfig, out: Path, log_metrics: LogFn) -> tuple[di
     model, processor = vlm.model, vlm.processor
     encoder = SampleEncoder(processor, cfg.encode, project_root(), budget=vlm.budget, factor=vlm.factor)
     encoded, rejected = encode_all(samples, encoder)
+    pool_encoded, pool_rejected = encode_all(pool_samples, encoder)
+    pool_ids = sorted(pool_encoded)
+    rejected += pool_rejected
     # the CPU budget's seeded cap: accounted like any other sample not taken
     rejected = bad_lines + rejected + [sample_rejection(c.get("id"), "over_max_samples",
                                                         f"max_samples={cfg.max_samples}") for c in left_out]
     timings["encode_s"] = time.perf_counter() - t0
 
-    heldout = heldout_ids(encoded, fraction=cfg.heldout.fraction, max_samples=cfg.heldout.max_samples,
+    heldout = heldout_ids({i: data_kind(raw_by_id[i]) for i in encoded}, fraction=cfg.heldout.fraction,
+                          max_samples=cfg.heldout.max_samples, min_per_kind=cfg.heldout.min_per_kind,
                           kinds=cfg.heldout.kinds, seed=cfg.seed)
     held = set(heldout)
     # views of one corpus document (cpt_data repeats documents by the mixing plan) share its text:
@@ -163,14 +206,12 @@ def order_corpus(cfg: CptOrderConfig, out: Path, log_metrics: LogFn) -> tuple[di
     coords, coords_2d, hdb_labels = reduce_and_cluster(emb, cfg.umap, cfg.hdbscan, seed=cfg.seed)
     placed, is_noise = place_noise(hdb_labels, coords, cfg.noise_placement)
     ranking = rank_clusters(emb, hdb_labels, placed, sample_size=cfg.compactness_sample, seed=cfg.seed)
-    entries = build_schedule(ranking, cfg.schedule, seed=cfg.seed)
-    check_schedule(entries, len(emb_ids))
+    entries = build_schedule(ranking, cfg.schedule, seed=cfg.seed, general_pool=len(pool_ids))
+    check_schedule(entries, len(emb_ids), len(pool_ids))
     timings["cluster_s"] = time.perf_counter() - t
 
-    write_jsonl(out / "manifest.jsonl", (
-        {"position": pos, "id": emb_ids[e["index"]], **{k: v for k, v in e.items() if k != "index"},
-         "noise": bool(is_noise[e["index"]]), "x": round(float(coords_2d[e["index"], 0]), 4),
-         "y": round(float(coords_2d[e["index"], 1]), 4)} for pos, e in enumerate(entries)))
+    write_jsonl(out / "manifest.jsonl", (manifest_row(pos, e, emb_ids, pool_ids, is_noise, coords_2d)
+                                         for pos, e in enumerate(entries)))
     write_jsonl(out / "heldout.jsonl", ({"id": i, "kind": encoded[i].kind} for i in heldout))
     write_rejections(out / "rejected", rejected)
     embed_meta = {"layer": layer, "decoder_layers": len(decoder_layers(model)),
@@ -181,11 +222,14 @@ def order_corpus(cfg: CptOrderConfig, out: Path, log_metrics: LogFn) -> tuple[di
     write_json(out / "clusters.json", report)
     plot_order_map(coords_2d, placed, is_noise, ranking, out / "order_map.png")
 
-    replays = sum(e["replay"] for e in entries)
+    replays = sum(e["replay"] and not e["general"] for e in entries)
+    general_entries = sum(e["general"] for e in entries)
     stats = encoding_stats(encoded, rejected)
     summary = {
-        "read": len(samples) + capped + len(bad_lines), "capped": capped,
-        "kept": len(emb_ids) + len(heldout), "scheduled": len(emb_ids), "heldout": len(heldout),
+        "read": len(samples) + len(pool_samples) + capped + len(bad_lines), "capped": capped,
+        "kept": len(emb_ids) + len(heldout) + len(pool_ids), "scheduled": len(emb_ids), "heldout": len(heldout),
+        "general_pool": len(pool_ids), "general_entries": general_entries,
+        "heldout_by_kind": dict(sorted(Counter(data_kind(raw_by_id[i]) for i in heldout).items())),
         "rejected": len(rejected), "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in rejected).items())),
         "manifest_entries": len(entries), "replays": replays, "clusters": len(ranking),
         "hdbscan_clusters": embed_meta["hdbscan_clusters"], "noise_points": embed_meta["noise_points"],

@@ -17,7 +17,9 @@ Modules:
 - checkpoints.py   run key, checkpoint completeness (missing shards), which checkpoint to resume
 - model_io.py      load a checkpoint to train; save what was trained in the project's layout
 - mlflow_model.py  log (and register) a trained model with mlflow.transformers
-- trainer.py       training_arguments (device-aware), ScheduleTrainer (order kept and traced)
+- optim.py         learning rate per component (vision tower, adapter, decoder): optimizer param groups
+- trainer.py       training_arguments (device-aware), ScheduleTrainer (order kept and traced,
+                   per-component learning rates)
 - perplexity.py    token-level perplexity through the collator
 - callbacks/       one Trainer callback per file: metrics.py, completion_marker.py
 - ds_zero2.json / ds_zero3.json   DeepSpeed configs for torchrun/deepspeed launches (precision "auto":

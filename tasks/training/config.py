@@ -20,7 +20,11 @@ class TrainParams:
     learning_rate: float = 3e-4
     weight_decay: float = 0.01
     warmup: float = 0.03                # fraction of steps (< 1) or a step count (>= 1)
-    lr_scheduler: str = "cosine"
+    lr_scheduler: str = "cosine"        # any transformers scheduler name
+    min_lr_ratio: float = 0.0           # cosine: decay to this share of the peak instead of to 0
+    # vision_tower | adapter | decoder -> learning rate (absent or 0: learning_rate; < 0: frozen);
+    # tasks/training/optim.py says why continued pre-training wants them apart
+    component_lr: dict[str, float] = dataclasses.field(default_factory=dict)
     max_grad_norm: float = 1.0
     logging_steps: int = 10
     save_steps: int = 50                # checkpoints every N optimizer steps (0: none)

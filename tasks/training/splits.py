@@ -2,7 +2,8 @@
 
     samples, bad_lines = read_samples("data/cpt_data/samples")   # bad_lines: rejection entries (id None)
     chosen, left_out = cap_samples(samples, max_samples=5000, seed=1234)
-    heldout = heldout_ids(encoded, fraction=0.03, max_samples=300, kinds=[...], seed=1234)
+    heldout = heldout_ids(kind_of, fraction=0.03, max_samples=300, min_per_kind=12, seed=1234)
+    data_kind(sample)    # kg_qa | caption | image_instruction | ocr | corpus_text
     warm = hash_fraction(ids, 0.10, seed, "warmup", at_least=16)
 
 Splits are by a seeded hash of the sample id (salted per purpose), so they do not depend on shard
@@ -64,7 +65,34 @@ def hash_fraction(ids, fraction: float, seed: int, salt: str, *, at_least: int =
     return chosen
 
 
-def heldout_ids(encoded: dict, *, fraction: float, max_samples: int, kinds: list[str], seed: int) -> list[str]:
-    """The held-out split: a seeded slice of the encodable samples of the given kinds, sorted by id."""
-    candidates = sorted(i for i, e in encoded.items() if e.kind in kinds)
-    return sorted(hash_fraction(candidates, fraction, seed, "heldout", at_most=max_samples))
+# What a CPT sample teaches, for held-out perplexity per kind and the held-out split's strata: the
+# kinds differ by orders of magnitude in perplexity (templated captions vs abstracts), so one overall
+# figure hides which kind a run improved or damaged.
+DATA_KINDS = ("kg_qa", "caption", "image_instruction", "ocr", "corpus_text")
+CAPTION_TASKS = ("caption", "caption_refined")
+
+
+def data_kind(sample: dict) -> str:
+    """The data kind of a CPT sample (cpt_data's `kind` and `task`)."""
+    kind, task = sample.get("kind"), sample.get("task")
+    if kind == "ocr":
+        return "ocr"
+    if kind == "image_text":
+        return "caption" if task in CAPTION_TASKS else "image_instruction"
+    return "corpus_text" if task == "document" else "kg_qa"
+
+
+def heldout_ids(kind_of: dict[str, str], *, fraction: float, max_samples: int, min_per_kind: int,
+                seed: int, kinds: list[str] | tuple[str, ...] = DATA_KINDS) -> list[str]:
+    """The held-out split, stratified by data kind, sorted by id: per kind, a seeded `fraction` of
+    its samples, at least `min_per_kind` (never more than half the kind), at most an equal share of
+    `max_samples` (the hard cap: perplexity costs time per sample). Rare kinds (OCR is ~1% of the corpus) still get enough samples for a per-kind
+    perplexity, and a large kind cannot crowd the others out."""
+    present = [k for k in kinds if any(v == k for v in kind_of.values())]
+    share = max(1, max_samples // len(present)) if present and max_samples else 0
+    chosen: list[str] = []
+    for k in present:
+        ids = sorted(i for i, v in kind_of.items() if v == k)
+        floor = min(min_per_kind, len(ids) // 2, share or len(ids))
+        chosen += hash_fraction(ids, fraction, seed, "heldout", at_least=floor, at_most=share)
+    return sorted(chosen)

@@ -13,6 +13,9 @@ What the subclass adds to the stock Trainer, and why:
   before the forward pass and appends one line per micro-batch to an order trace: the evidence
   that a run trained its schedule in order, and that a resumed run continued where the killed
   one stopped (tests compare traces).
+- `component_lr`: the vision tower, adapter and decoder as separate optimizer parameter groups with
+  their own learning rates (tasks/training/optim.py); the schedule (warm-up, cosine with a floor:
+  `min_lr_ratio`) scales every group alike.
 - A batch left empty (every row dropped by the collator, e.g. images changed on disk mid-run) trains
   as a zero-loss step instead of crashing; the reason is recorded.
 - Several processes: the stage builds the collator with `blank_image_for_text=True`, so a text-only
@@ -37,6 +40,7 @@ from transformers import Trainer, TrainingArguments
 from tasks.training.collate import split_batch
 from tasks.training.config import TrainParams
 from tasks.training.device import Placement, resolve, world
+from tasks.training.optim import check_component_lr, param_groups
 from tasks.training.sampler import ScheduleSampler
 
 
@@ -50,7 +54,7 @@ def training_arguments(p: TrainParams, output_dir: str | os.PathLike, *, seed: i
         per_device_eval_batch_size=p.batch_size, gradient_accumulation_steps=p.grad_accum,
         num_train_epochs=p.epochs, max_steps=p.max_steps if p.max_steps > 0 else -1,
         learning_rate=p.learning_rate, weight_decay=p.weight_decay, warmup_steps=p.warmup,
-        lr_scheduler_type=p.lr_scheduler, max_grad_norm=p.max_grad_norm,
+        max_grad_norm=p.max_grad_norm, **scheduler_arguments(p),
         logging_steps=p.logging_steps, logging_first_step=True,
         save_strategy="steps" if p.save_steps > 0 else "no", save_steps=max(1, p.save_steps),
         save_total_limit=p.save_total_limit if p.save_total_limit > 0 else None,
@@ -61,10 +65,20 @@ def training_arguments(p: TrainParams, output_dir: str | os.PathLike, *, seed: i
         disable_tqdm=True, ddp_find_unused_parameters=False, average_tokens_across_devices=True)
 
 
+def scheduler_arguments(p: TrainParams) -> dict:
+    """A cosine schedule with a floor (`min_lr_ratio`) is transformers' `cosine_with_min_lr`."""
+    if p.lr_scheduler == "cosine" and p.min_lr_ratio > 0:
+        return {"lr_scheduler_type": "cosine_with_min_lr", "lr_scheduler_kwargs": {"min_lr_rate": p.min_lr_ratio}}
+    return {"lr_scheduler_type": p.lr_scheduler}
+
+
 class ScheduleTrainer(Trainer):
     """Trainer that keeps the schedule's order and records it (see module docstring)."""
 
-    def __init__(self, *args, trace_path: str | os.PathLike | None = None, **kwargs):
+    def __init__(self, *args, trace_path: str | os.PathLike | None = None,
+                 component_lr: dict[str, float] | None = None, **kwargs):
+        self.component_lr = dict(component_lr or {})
+        check_component_lr(self.component_lr)
         super().__init__(*args, **kwargs)
         self.trace_path = Path(trace_path) if trace_path else None
         # tells a resumed run's lines from the killed run's lines for the same step
@@ -72,6 +86,19 @@ class ScheduleTrainer(Trainer):
         self.skipped_rows: list[tuple[str, str]] = []
         self.empty_batches = 0
         _, self.world_size = world()
+
+    def create_optimizer(self, model=None):
+        """The stock optimizer over per-component parameter groups (tasks/training/optim.py); the
+        stock one when every component trains at the base rate."""
+        if self.optimizer is not None or not self.component_lr:
+            return super().create_optimizer(model)
+        model = model if model is not None else self.model
+        groups = param_groups(model, base_lr=self.args.learning_rate, component_lr=self.component_lr,
+                              weight_decay=self.args.weight_decay, no_decay=self.get_decay_parameter_names(model))
+        optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        kwargs.pop("lr", None)
+        self.optimizer = optimizer_cls([{k: v for k, v in g.items() if k != "component"} for g in groups], **kwargs)
+        return self.optimizer
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from eval.cli import config_from_args, run_parser
 from eval.cli import main as cli_main
 from eval.harness import ByoConfig, EvalConfig, JudgeConfig, uses_llm
 from eval.progression import ProgressionConfig
@@ -37,6 +38,16 @@ def test_cli_predictions_and_list(tmp_path, capsys):
     assert "pubmedqa: pass@1" in out and "report:" in out
     rows = [json.loads(line) for line in (tmp_path / "out" / "items.jsonl").read_text().splitlines()]
     assert len(rows) == 5 and sum(r["failure"] == "missing_prediction" for r in rows) >= 4
+
+
+def test_cli_options_reach_the_config():
+    a = run_parser().parse_args(["--endpoint", "http://host:8000/v1/", "--endpoint-model", "m", "--endpoint-revision",
+                                 "ckpt-7", "--mode-limits", "loglik=200", "--images", "max_pixels=50176,max_side=448",
+                                 "--out", "o"])
+    cfg = config_from_args(a)
+    assert (cfg.endpoint_revision, cfg.mode_limits, cfg.images) == ("ckpt-7", {"loglik": 200},
+                                                                    {"max_pixels": 50176, "max_side": 448})
+    assert cfg.settings().limit_for("medqa", "loglik") == 200 and cfg.settings().limit_for("medqa", "generate") == 0
 
 
 def test_cli_as_a_module_reports_bad_arguments(tmp_path):
@@ -109,6 +120,10 @@ def test_stage_outputs_are_identical_across_checkouts_and_free_of_their_paths(ti
 def test_stage_configs_reject_unknown_keys_and_devices():
     with pytest.raises(ConfigError, match="device"):
         main(eval_stage.STAGE, ["checkpoint=x", "predictions=p.jsonl", "device=tpu"])
+    with pytest.raises(ConfigError, match=r"images: unknown key\(s\) \['max_pixel'\]"):
+        main(eval_stage.STAGE, ["checkpoint=x", "predictions=p.jsonl", "images.max_pixel=100"])
+    with pytest.raises(ConfigError, match="mode_limits: unknown mode"):
+        main(eval_stage.STAGE, ["checkpoint=x", "predictions=p.jsonl", "mode_limits.generation=5"])
     with pytest.raises(ConfigError, match="unknown key"):
         main(eval_progression.STAGE, ["roots=data/eval"])
     assert ProgressionConfig() == ProgressionConfig("data/eval", "data/eval_progression")

@@ -7,9 +7,10 @@ from __future__ import annotations
 import pytest
 
 from eval.benchmarks import REGISTRY
-from eval.models import EndpointModel
+from eval.models import EndpointModel, local_endpoint_identity
 from eval.report import write_report
 from eval.runner import RunSettings, evaluate
+from tasks.llm.client import LLMConfig
 
 
 @pytest.mark.llm_server
@@ -51,7 +52,9 @@ def test_stage_with_endpoint_local_evaluates_the_server_the_runner_started(data_
             f"work_root={tmp_path / 'work'}", f"llm.cache_dir={tmp_path / 'cache'}",
             f"llm.server.log_file={tmp_path / 'server.log'}", "llm.seed=1234"]
     summary = main(eval_stage.STAGE, args)
-    assert summary["model"] == {"adapter": "endpoint", "model": "smollm2-135m-instruct", "vision": False}
+    # known by the model file the server serves, not by its port (another one at the second run)
+    assert summary["model"] == {"adapter": "endpoint", "model": "smollm2-135m-instruct", "vision": False,
+                                "endpoint": local_endpoint_identity(LLMConfig()), "revision": ""}
     assert summary["adapter_stats"] == {}
     first = {n: (out / n).read_bytes() for n in ("items.jsonl", "metrics.json", "summary.json", "report.md")}
     main(eval_stage.STAGE, [*args, f"work_root={tmp_path / 'work2'}"])          # not resumed: from the cache

@@ -120,5 +120,6 @@ def test_text_only_endpoint_skips_image_items_and_vision_endpoint_sends_them(dat
         res = evaluate(endpoint_model(ep.url, vision=True), [REGISTRY["vqa_rad"]], data_root, tmp_path / "b",
                        settings)
         content = ep.requests[0]["messages"][-1]["content"]
-        assert content[0]["type"] == "image_url" and content[0]["image_url"]["url"].startswith("data:image/jpeg;base64,")
+        # sized by models.images.load_image (the training loader), sent lossless
+        assert content[0]["type"] == "image_url" and content[0]["image_url"]["url"].startswith("data:image/png;base64,")
         assert content[1]["type"] == "text" and len(res.rows) == 3     # no loglik through a chat endpoint

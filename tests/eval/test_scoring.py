@@ -1,10 +1,11 @@
-"""Per-item scores per answer kind, log-likelihood acc/acc_norm, and aggregation."""
+"""Per-item scores per answer kind, log-likelihood acc/acc_norm, and aggregation with 95% intervals."""
 
 from __future__ import annotations
 
 import pytest
 
 from eval.benchmarks import Item
+from eval.intervals import bootstrap, wilson
 from eval.judge import LocalRubricJudge
 from eval.scoring import (
     aggregate,
@@ -80,3 +81,47 @@ def test_aggregate_counts_failures_and_means():
     assert agg["n"] == 3 and agg["score"] == pytest.approx(1 / 3) and agg["chance"] == pytest.approx(1 / 3)
     assert agg["parse_failures"] == 2 and agg["failure_reasons"] == {"empty": 1, "no_answer": 1}
     assert aggregate([]) == {"n": 0}
+
+
+def test_aggregate_gives_accuracies_the_wilson_interval():
+    rows = [{"score": float(i < 3), "chance": 0.25, "failure": None, "metrics": {"accuracy": float(i < 3)},
+             "kind": "choice"} for i in range(20)]
+    agg = aggregate(rows)
+    assert (agg["score_ci_low"], agg["score_ci_high"]) == wilson(3, 20) and agg["score_correct"] == 3
+    assert (agg["accuracy_ci_low"], agg["accuracy_ci_high"]) == wilson(3, 20) and agg["accuracy_correct"] == 3
+    loglik = [{"score": 0.0, "chance": 0.5, "failure": None, "metrics": {"acc": 0.0, "acc_norm": 1.0},
+               "kind": "yesno"}] * 4
+    agg = aggregate(loglik)
+    assert (agg["acc_ci_low"], agg["acc_ci_high"]) == (0.0, wilson(0, 4)[1])       # not [0, 0] as Wald has it
+    assert (agg["acc_norm_ci_low"], agg["acc_norm_ci_high"]) == (wilson(4, 4)[0], 1.0) and agg["acc_norm_correct"] == 4
+
+
+def test_aggregate_bootstraps_other_scores_and_bleu():
+    golds = ["mass in the right upper lobe", "nodule in the left lower lobe", "no pleural effusion seen",
+             "mild cardiomegaly", "normal study of the chest"]
+    preds = ["mass in the right upper lobe", "nodule in the left lobe", "small pleural effusion seen", "",
+             "normal study of the chest"]
+    rows = [score_output(Item("v", str(i), "short", "open", "Where?", (g,)), f"Answer: {p}" if p else "")
+            for i, (g, p) in enumerate(zip(golds, preds))]
+    rows = [{"score": sc.score, "chance": 0.0, "failure": sc.failure, "metrics": sc.metrics, "kind": "open",
+             "parsed": sc.parsed, "gold": [g]} for sc, g in zip(rows, golds)]
+    agg = aggregate(rows)
+    assert agg["exact_match_correct"] == 2 and (agg["score_ci_low"], agg["score_ci_high"]) == wilson(2, 5)
+    f1 = [r["metrics"]["f1"] for r in rows]
+    assert (agg["f1_ci_low"], agg["f1_ci_high"]) == bootstrap(f1) and "f1_correct" not in agg
+    assert agg["f1_ci_low"] < agg["f1"] < agg["f1_ci_high"]
+    assert agg["bleu_ci_low"] <= agg["bleu"] <= agg["bleu_ci_high"] and agg["bleu_ci_high"] > agg["bleu_ci_low"]
+    assert aggregate(rows) == agg                                         # seeded: the same on every call
+    perfect = [dict(r, parsed=r["gold"][0]) for r in rows]
+    assert aggregate(perfect)["bleu_ci_low"] == pytest.approx(100.0)       # every resample is a perfect corpus
+
+
+def test_aggregate_bootstraps_scores_that_are_not_correct_or_not():
+    """1-CER is a fraction per item: a bootstrap, no count; a 0/1 metric name with a fractional value
+    (never produced here) is not given a Wilson interval either."""
+    rows = [{"score": s, "chance": 0.0, "failure": None, "metrics": {"char_accuracy": s, "exact_match": 0.5},
+             "kind": "ocr"} for s in (0.9, 1.0, 0.5, 0.75)]
+    agg = aggregate(rows)
+    assert (agg["score_ci_low"], agg["score_ci_high"]) == bootstrap([0.9, 1.0, 0.5, 0.75])
+    assert "score_correct" not in agg and "exact_match_correct" not in agg
+    assert (agg["exact_match_ci_low"], agg["exact_match_ci_high"]) == (0.5, 0.5)

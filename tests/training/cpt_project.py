@@ -27,6 +27,8 @@ TINY_PARAMS = {
         "embed": {"batch_size": 8},
         "umap": {"n_neighbors": 8},
         "hdbscan": {"min_cluster_size": 5},
+        "general_pool": {"max_samples": 6},
+        "schedule": {"general_share": 0.2},
     },
     "cpt": {
         "encode": {"max_tokens": 64},

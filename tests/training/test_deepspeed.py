@@ -30,7 +30,7 @@ def test_two_process_deepspeed_run(ordered_project, tmp_path, config):
     shutil.copytree(ordered_project, root, ignore=shutil.ignore_patterns("mlflow.db", "mlartifacts", ".cache"))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                 "--master_port", str(free_port())]
-    args = ["-m", "tasks.cpt", f"deepspeed={config}", "train.batch_size=2", "train.max_steps=12",
+    args = ["-m", "tasks.cpt", f"deepspeed={config}", "train.batch_size=2", "train.max_steps=12", "allow_partial=true",
             "train.save_steps=6", "keep_checkpoints=true", "mlflow.log_model=false"]
     proc = run_process_group(torchrun + args, env=stage_env(root), timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]

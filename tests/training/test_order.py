@@ -151,3 +151,43 @@ def test_tiny_inputs_skip_clustering():
     _, coords_2d, labels = reduce_and_cluster(np.random.default_rng(0).normal(size=(4, 8)).astype(np.float32),
                                                    UmapParams(), HdbscanParams(), seed=0)
     assert labels.tolist() == [NOISE] * 4 and coords_2d.shape == (4, 2)
+
+
+@pytest.mark.parametrize("share", [0.2, 0.5])
+def test_general_text_is_replayed_in_every_region_at_its_share(share):
+    x, labels = blobs()
+    ranking = rank_clusters(x, labels, labels, sample_size=50, seed=1)
+    params = ScheduleParams(mix_fraction=0.15, replay_fraction=0.1, general_share=share)
+    entries = build_schedule(ranking, params, seed=1, general_pool=7)
+    check_schedule(entries, len(x), general_pool=7)
+    general = [e for e in entries if e["general"]]
+    assert {e["index"] for e in general} == set(range(7))                # the pool cycles, all of it used
+    assert all(e["replay"] and e["cluster"] is None for e in general)
+    for r in sorted({e["region_index"] for e in entries}):
+        region = [e for e in entries if e["region_index"] == r]
+        n_general = sum(e["general"] for e in region)
+        assert abs(n_general - share * len(region)) <= 1, (r, n_general, len(region))
+        # spread through the region, not appended as a block at its end
+        flags = [e["general"] for e in region]
+        assert flags != sorted(flags) or len(region) < 4
+    # the curriculum itself is unchanged: every clustered sample exactly once, clusters in rank order
+    fresh = [e["index"] for e in entries if not e["replay"]]
+    assert sorted(fresh) == list(range(len(x)))
+
+
+def test_general_share_zero_keeps_the_schedule_as_it_was():
+    x, labels = blobs()
+    ranking = rank_clusters(x, labels, labels, sample_size=50, seed=1)
+    plain = build_schedule(ranking, ScheduleParams(), seed=1)
+    with_pool = build_schedule(ranking, ScheduleParams(general_share=0.0), seed=1, general_pool=5)
+    assert plain == with_pool and not any(e["general"] for e in plain)
+
+
+def test_check_schedule_rejects_general_entries_outside_the_pool():
+    x, labels = blobs()
+    ranking = rank_clusters(x, labels, labels, sample_size=50, seed=1)
+    entries = build_schedule(ranking, ScheduleParams(general_share=0.3), seed=1, general_pool=4)
+    with pytest.raises(AssertionError, match="general-pool position"):
+        check_schedule(entries, len(x), general_pool=3)
+    with pytest.raises(ValueError, match="general_share"):
+        ScheduleParams(general_share=1.0)

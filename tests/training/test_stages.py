@@ -52,11 +52,22 @@ def test_cpt_order_outputs(ordered_project):
     assert summary["read"] == len(samples) + len(BAD_REASONS) == summary["kept"] + summary["rejected"]
     assert 0 < len(heldout) <= 8
     fresh = [e["id"] for e in manifest if not e["replay"]]
-    assert sorted(fresh) == sorted(s["id"] for s in samples if s["id"] not in heldout)   # each once
+    general = {e["id"] for e in manifest if e["general"]}
+    assert summary["general_pool"] == len(general) >= 6        # whole documents until the pool is full
+    assert sorted(fresh) == sorted(s["id"] for s in samples if s["id"] not in heldout | general)   # each once
+    by_id = {s["id"]: s for s in samples}
+    assert {by_id[i]["task"] for i in general} == {"document"} and not general & heldout
+    # natural text in every region: the first cluster's core too, not only the transitions
+    regions = Counter(e["region_index"] for e in manifest)
+    general_in = Counter(e["region_index"] for e in manifest if e["general"])
+    assert all(general_in[r] >= round(0.2 * n) - 1 for r, n in regions.items() if n >= 5)
+    assert general_in[0] > 0 and summary["general_entries"] == sum(general_in.values())
+    # held out per data kind: each kind present in the corpus has held-out samples
+    assert set(summary["heldout_by_kind"]) == {"kg_qa", "caption", "corpus_text"}
     assert [e["position"] for e in manifest] == list(range(len(manifest)))
     seen = set()
     for e in manifest:
-        assert not e["replay"] or e["id"] in seen, "replays only of samples already trained"
+        assert not e["replay"] or e["general"] or e["id"] in seen, "replays only of samples already trained"
         seen.add(e["id"])
     report = json.loads((out / "clusters.json").read_text())
     ranks = [c["rank"] for c in report["clusters"]]
@@ -100,6 +111,15 @@ def test_cpt_trains_in_manifest_order_and_registers_the_model(project):
     trace = rows(out / "order_trace.jsonl")
     assert [i for r in trace for i in r["ids"]] == [e["id"] for e in manifest]
     assert summary["global_step"] == len(trace) == -(-len(manifest) // 4)
+    # one pass over the schedule: every cluster reached, in curriculum order, general text throughout
+    reached = summary["entries_trained"]
+    assert reached["clusters_reached"] == reached["clusters_in_schedule"] >= 2 and reached["in_curriculum_order"]
+    assert reached["general"] == sum(e["general"] for e in manifest) > 0 and not summary["partial"]
+    # held-out perplexity per data kind, before and after, each with its interval
+    by_kind = summary["heldout_by_kind"]
+    assert set(by_kind) == {"kg_qa", "caption", "corpus_text"}
+    for row in by_kind.values():
+        assert row["ppl_after_ci"][0] <= row["ppl_after"] <= row["ppl_after_ci"][1]
     metrics = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(metrics["heldout_ppl_before"]) and np.isfinite(metrics["heldout_ppl_after"])
     assert metrics["heldout_ppl_after"] < metrics["heldout_ppl_before"]
@@ -151,7 +171,7 @@ def test_cpt_outputs_are_byte_identical_wherever_the_project_lives(project, tmp_
     outputs = []
     for root in (project, elsewhere):
         with in_project(root):
-            main(tasks.cpt.STAGE, ["mlflow.log_model=false", "train.max_steps=6"])
+            main(tasks.cpt.STAGE, ["mlflow.log_model=false"])
         assert_no_absolute_paths(root / "data" / "cpt", root)
         outputs.append(output_files(root / "data" / "cpt"))
     assert outputs[0].keys() == outputs[1].keys() and "model/model.safetensors" in outputs[0]

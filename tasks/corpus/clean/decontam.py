@@ -19,9 +19,21 @@ matching them anywhere would flag every radiology text, and their leakage risk i
 which is checked instead: exact sha256, or perceptual hash (imagehash.phash, 64 bits) within
 a Hamming distance, which catches re-encoded or resized copies.
 
-Malformed benchmark lines (bad JSON, missing fields) are counted per file and reported in the
-index stats instead of crashing the build; a missing benchmark file does fail, because
-decontaminating against nothing must never pass silently.
+Bring-your-own benchmarks (the eval harness's JSONL format, eval/benchmarks.py) are read with
+eval's own loader, so they are indexed under their name with exactly the item ids, the items
+and the image files that eval evaluates, and eval's report can match the flagged items. Their
+indexed text is what a copy of the item would contain: question, option texts, context, and the
+open answers, references and rubric key points (an option letter or a yes/no label is no text);
+their images are indexed by file name, the name eval's report looks them up by.
+
+`BenchmarkIndex.checked` names every benchmark the index was built from (items read, bundled or
+bring-your-own), so a report can say which benchmarks were never checked instead of implying
+that an unchecked one is clean.
+
+Malformed benchmark lines (bad JSON, missing fields; for a bring-your-own file every line eval
+would quarantine) are counted per benchmark and reported in the index stats instead of crashing
+the build; a missing benchmark file does fail, because decontaminating against nothing must
+never pass silently.
 """
 
 from __future__ import annotations
@@ -32,9 +44,11 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
+from eval.benchmarks import Item, byo_spec, load_byo_jsonl
 from tasks.common.io import file_sha256, safe_join
 from tasks.corpus.clean.normalize import normalize_text
 
@@ -45,6 +59,7 @@ _JSONL_BENCHMARKS = (  # (name, relative path, id field or None -> "<subject>:<l
     ("medmcqa", "medmcqa/medmcqa_input.jsonl", "id"),
     ("mmlu_medical", "mmlu_medical/mmlu_medical_input.jsonl", None),
 )
+BUNDLED = (*(name for name, _, _ in _JSONL_BENCHMARKS), "pubmedqa", "vqa_rad")
 
 
 def tokenize(text: str, *, normalized: bool = False) -> list[str]:
@@ -112,6 +127,9 @@ class BenchmarkIndex:
     max_items_per_ngram: int = 3
     items: list[tuple[str, str]] = field(default_factory=list, repr=False)  # (benchmark, item)
     stats: dict = field(default_factory=dict)
+    # benchmark -> {"items": items read, "source": "bundled" | "byo"}; kept out of `stats` so the
+    # stats (and every output made of them) are unchanged when no benchmark is brought.
+    checked: dict[str, dict] = field(default_factory=dict)
     _hashes: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64), repr=False)
     _item_of: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32), repr=False)
     _sha: dict[str, list[int]] = field(default_factory=dict, repr=False)
@@ -122,11 +140,19 @@ class BenchmarkIndex:
     # ---- building -------------------------------------------------------------------------
     @classmethod
     def build(cls, benchmarks_dir: str | Path, *, ngram: int = 13, phash_max_distance: int = 4,
-              max_items_per_ngram: int = 3) -> "BenchmarkIndex":
-        """Index every benchmark test split under `benchmarks_dir` (see module docstring)."""
+              max_items_per_ngram: int = 3,
+              byo: Iterable[tuple[str, str | Path, str]] = ()) -> "BenchmarkIndex":
+        """Index every benchmark test split under `benchmarks_dir` and the bring-your-own
+        benchmarks `byo`, (name, JSONL path, family) each (see module docstring)."""
         root = Path(benchmarks_dir)
         idx = cls(ngram=ngram, phash_max_distance=phash_max_distance,
                   max_items_per_ngram=max_items_per_ngram)
+        byo = sorted((name, Path(path), family) for name, path, family in byo)
+        names = [name for name, _, _ in byo]
+        # One name, two item sets: neither the report nor eval could tell their items apart.
+        clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(BUNDLED)))
+        if clash:
+            raise ValueError(f"bring-your-own benchmark names {clash} are used twice or are bundled names")
         texts: list[tuple[str, str, str]] = []   # (benchmark, item, text)
         malformed: Counter = Counter()
         for name, rel, id_field in _JSONL_BENCHMARKS:
@@ -134,10 +160,19 @@ class BenchmarkIndex:
         texts.extend(_read_pubmedqa(root / "pubmedqa", malformed))
         vqa_texts, vqa_images = _read_vqa_rad(root / "vqa_rad", malformed)
         texts.extend(vqa_texts)
+        images = [(bench, name, root / "vqa_rad" / "images", name) for bench, name in vqa_images]
+        for name, path, family in byo:
+            byo_texts, byo_images = _read_byo(name, path, family, malformed)
+            texts.extend(byo_texts)
+            images.extend(byo_images)
         idx._add_texts(texts)
-        idx._add_images(vqa_images, root / "vqa_rad" / "images")
+        idx._add_images(images)
         idx.stats["malformed"] = dict(sorted(malformed.items()))
         idx.stats["malformed_total"] = sum(malformed.values())
+        # Every benchmark read is listed, even with no valid item: "0 items" is what was checked.
+        sources = {**dict.fromkeys(BUNDLED, "bundled"), **{name: "byo" for name, _, _ in byo}}
+        idx.checked = {name: {"items": idx.stats["text_items"].get(name, 0), "source": src}
+                       for name, src in sorted(sources.items())}
         return idx
 
     def _item(self, benchmark: str, item: str) -> int:
@@ -172,13 +207,14 @@ class BenchmarkIndex:
             "ngrams_boilerplate_dropped": int(len(common)),
         })
 
-    def _add_images(self, images: list[tuple[str, str]], image_dir: Path) -> None:
-        """`images`: (benchmark, image file name) of test questions; one entry per image."""
+    def _add_images(self, images: list[tuple[str, str, Path, str]]) -> None:
+        """`images`: (benchmark, item name, folder, path relative to it) of test questions; an
+        image used by several questions is indexed once."""
         ph, ph_item = [], []
         missing = 0
-        for bench, name in sorted(set(images)):
+        for bench, name, folder, rel in sorted(set(images), key=lambda e: (e[0], e[1], str(e[2]), e[3])):
             try:
-                path = safe_join(image_dir, name)  # names come from a file
+                path = safe_join(folder, rel)  # names come from a file
                 sha = file_sha256(path)
                 p = phash_int(path)
             except (OSError, ValueError):
@@ -280,6 +316,29 @@ def _read_pubmedqa(d: Path, malformed: Counter):
         if isinstance(row.get("LONG_ANSWER"), str):
             parts.append(row["LONG_ANSWER"])
         yield "pubmedqa", pmid, "\n".join(parts)
+
+
+def _byo_text(item: Item) -> str:
+    """The text of a bring-your-own item that a leaked copy of it would contain."""
+    parts = [item.question, " ".join(f"({letter}) {text}" for letter, text in item.options), item.context]
+    if item.kind not in ("choice", "yesno"):  # a letter or a yes/no label matches any text
+        parts.extend(item.answers)
+    parts.extend(item.key_points)
+    return "\n".join(p for p in parts if p)
+
+
+def _read_byo(name: str, path: Path, family: str, malformed: Counter):
+    """A bring-your-own JSONL benchmark through eval's loader: (texts, images) as the bundled
+    readers return them; every line eval would quarantine is counted as malformed."""
+    if not path.is_file():
+        raise FileNotFoundError(f"benchmark file missing: {path}")
+    res = load_byo_jsonl(byo_spec(name, str(path), family), path.parent)
+    if res.quarantined:
+        malformed[name] += len(res.quarantined)
+    texts = [(name, item.id, _byo_text(item)) for item in res.items]
+    # Eval's report looks an image hit up by the file name (Item.decontam_keys).
+    images = [(name, Path(p).name, Path(p).parent, Path(p).name) for item in res.items for p in item.images]
+    return texts, images
 
 
 def _read_vqa_rad(d: Path, malformed: Counter):

@@ -23,12 +23,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Literal
 
+from eval.benchmarks import byo_spec
 from tasks.common.config import resolve
 from tasks.common.io import dumps, iter_records, shard_paths, write_json, write_jsonl
 from tasks.common.records import rejection
 from tasks.corpus.clean import filters
 from tasks.corpus.clean.chunking import chunk_record
-from tasks.corpus.clean.decontam import BenchmarkIndex, Hit
+from tasks.corpus.clean.decontam import BUNDLED, BenchmarkIndex, Hit
 from tasks.corpus.clean.dedup import ExactDedup, NearDedup
 from tasks.corpus.clean.normalize import normalize_text
 from tasks.corpus.clean.phi import KINDS as PHI_KINDS
@@ -53,6 +54,15 @@ class ChunkConfig:
 
 
 @dataclass
+class ByoBenchmarkConfig:
+    """A bring-your-own benchmark to decontaminate against: the shape of eval's `byo` entries, so
+    one entry can be copied between the two sections."""
+    path: str                            # JSONL file in eval's BYO format, relative to the project root
+    family: str                          # mcq | yesno | short | vqa | longform | ocr
+    category: str = ""                   # eval's report category; not used here
+
+
+@dataclass
 class DecontamConfig:
     benchmarks_dir: str = "benchmarks"   # relative to data_root
     ngram: int = 13
@@ -60,6 +70,17 @@ class DecontamConfig:
     max_items_per_ngram: int = 3         # n-grams in more benchmark items are boilerplate
     # reject: a record whose image is a test image is dropped; report: listed, but kept.
     image_action: Literal["reject", "report"] = "reject"
+    # name -> bring-your-own benchmark indexed beside the bundled ones, under that name.
+    byo: dict[str, ByoBenchmarkConfig] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, b in self.byo.items():
+            if name in BUNDLED:
+                raise ValueError(f"byo.{name}: is a bundled benchmark, checked already")
+            try:  # eval's rules for names and families: what is accepted here, eval can report on
+                byo_spec(name, b.path, b.family, b.category or None)
+            except ValueError as e:
+                raise ValueError(f"byo.{name}: {e}") from None
 
 
 @dataclass
@@ -89,10 +110,19 @@ class CleanConfig(filters.FilterParams):
 
 
 def build_index(cfg: CleanConfig) -> BenchmarkIndex:
+    """The index of the bundled benchmarks and the ones `decontam.byo` lists; FileNotFoundError
+    naming the param when a listed file is missing."""
     d = cfg.decontam
+    byo = []
+    for name, b in sorted(d.byo.items()):
+        path = resolve(b.path)
+        if not path.is_file():
+            raise FileNotFoundError(f"decontam.byo.{name}.path: benchmark file missing: {b.path} "
+                                    f"(looked for {path})")
+        byo.append((name, path, b.family))
     return BenchmarkIndex.build(cfg.benchmarks_path(), ngram=d.ngram,
                                 phash_max_distance=d.phash_max_distance,
-                                max_items_per_ngram=d.max_items_per_ngram)
+                                max_items_per_ngram=d.max_items_per_ngram, byo=byo)
 
 
 def _report_row(rec: dict, hit: Hit) -> dict:
@@ -213,8 +243,9 @@ def input_shards(cfg: CleanConfig) -> list[Path]:
     return shards
 
 
-def report_summary(report: list[dict], index_stats: dict) -> dict:
-    """The decontamination report in numbers: rows and records per benchmark and kind, the index."""
+def report_summary(report: list[dict], index_stats: dict, benchmarks_checked: dict) -> dict:
+    """The decontamination report in numbers: rows and records per benchmark and kind, the index,
+    and the benchmarks checked (a benchmark absent there was not checked, which is not 0 hits)."""
     by_bench = Counter(r["benchmark"] for r in report)
     by_kind = Counter(r["kind"] for r in report)
     records: dict[str, set] = {}
@@ -226,18 +257,21 @@ def report_summary(report: list[dict], index_stats: dict) -> dict:
         "rows_by_kind": dict(sorted(by_kind.items())),
         "records_by_benchmark": {b: len(ids) for b, ids in sorted(records.items())},
         "benchmark_items_hit": len({(r["benchmark"], r["benchmark_item"]) for r in report}),
+        "benchmarks_checked": benchmarks_checked,
         "index": index_stats,
     }
 
 
-def clean_corpus(cfg: CleanConfig, shards: list[Path], sink, out: Path) -> tuple[dict, dict]:
+def clean_corpus(cfg: CleanConfig, shards: list[Path], sink, out: Path,
+                 index: BenchmarkIndex | None = None) -> tuple[dict, dict]:
     """The stage's work: `shards` through the chain into `sink`, the decontamination index rebuilt
-    from the benchmark files, and `out`/REPORT (one row per record x benchmark item hit, sorted)
-    and `out`/REPORT_SUMMARY written. Returns (summary extras, report summary)."""
-    index = build_index(cfg)
+    from the benchmark files (unless the caller built it first), and `out`/REPORT (one row per
+    record x benchmark item hit, sorted) and `out`/REPORT_SUMMARY written. Returns (summary
+    extras, report summary)."""
+    index = index if index is not None else build_index(cfg)
     extra, report = clean_records(iter_records(shards), sink, cfg, index=index)
     report.sort(key=lambda r: (r["record_id"], r["benchmark"], r["benchmark_item"], r["kind"]))
     write_jsonl(out / REPORT, report)
-    rsummary = report_summary(report, index.stats)
+    rsummary = report_summary(report, index.stats, index.checked)
     write_json(out / REPORT_SUMMARY, rsummary)
     return extra, rsummary
