@@ -275,8 +275,9 @@ class HFModel:
     def loglik(self, batch: Sequence[tuple[Item, LoglikRequest]]) -> list[Any]:
         """Summed log-probability of each continuation given its context, batched over all pairs.
 
-        Text rows: context ids + continuation ids concatenated (lm-evaluation-harness), contexts
-        cut from the left to fit. Image rows: the processor encodes context+continuation with the
+        Text rows: context ids + continuation ids (lm-evaluation-harness's tokenization), contexts
+        cut from the left to fit; each context runs once and its key/value cache is shared by its
+        options (a 4-option MedQA item costs one long pass instead of four). Image rows: the processor encodes context+continuation with the
         images (it alone knows how many placeholder tokens an image takes), and the continuation
         is the sequence's tail; a tail that does not tokenize as the continuation alone is counted
         in stats["boundary_mismatches"]."""
@@ -295,19 +296,18 @@ class HFModel:
                                for ci, cont in enumerate(req.continuations)]
                 continue
             ctx = tok(context)["input_ids"]
-            for ci, cont in enumerate(req.continuations):
-                cont_ids = tok(cont, add_special_tokens=False)["input_ids"]
-                keep = self.max_length - len(cont_ids)
-                self.stats["truncated_prompts"] += len(ctx) > keep
-                text_rows.append((ri, ci, ctx[-keep:] + cont_ids, cont_ids))
-        # longest first: a batch holds rows of similar length and pads little
-        text_rows.sort(key=lambda r: (-len(r[2]), r[0], r[1]))
+            conts = [tok(cont, add_special_tokens=False)["input_ids"] for cont in req.continuations]
+            keep = self.max_length - max(len(c) for c in conts)
+            self.stats["truncated_prompts"] += len(ctx) > keep
+            text_rows.append((ri, ctx[-keep:], conts))
+        # longest first: a batch holds contexts of similar length and pads little
+        text_rows.sort(key=lambda r: (-len(r[1]), r[0]))
         image_rows.sort(key=lambda r: (-len(r[2]), r[0], r[1]))
         for start in range(0, len(text_rows), self.batch_size):
             chunk = text_rows[start:start + self.batch_size]
-            ids, mask = self._left_pad([r[2] for r in chunk])
-            for (ri, ci, _, cont), lp in zip(chunk, self._continuation_logprobs(ids, mask, [r[3] for r in chunk])):
-                results[ri][ci] = lp
+            for (ri, _, _), lps in zip(chunk, self._shared_context_logprobs([r[1] for r in chunk],
+                                                                            [r[2] for r in chunk])):
+                results[ri] = lps
         for start in range(0, len(image_rows), self.batch_size):
             chunk = image_rows[start:start + self.batch_size]
             tok.padding_side = "left"
@@ -331,6 +331,45 @@ class HFModel:
             ids[i, width - len(s):] = torch.tensor(s)
             mask[i, width - len(s):] = 1
         return ids, mask
+
+    def _shared_context_logprobs(self, contexts: list[list[int]], conts: list[list[list[int]]]) -> list[list[float]]:
+        """Summed log-probability of every continuation of every context: the left-padded contexts in
+        one pass (cache kept, last position's logits predict each continuation's first token), then
+        every (context, continuation) row in a second pass over the cache, selected per row."""
+        torch = self.torch
+        ids, mask = self._left_pad(contexts)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            out = self.model(**self._on_device({"input_ids": ids, "attention_mask": mask, "position_ids": positions}),
+                             use_cache=True, logits_to_keep=1)
+            first = torch.log_softmax(out.logits[:, -1].float().cpu(), dim=-1)
+            owner = [i for i, cs in enumerate(conts) for _ in cs]
+            rows = [c for cs in conts for c in cs]
+            cache = out.past_key_values
+            cache.reorder_cache(torch.tensor(owner, device=self.device))     # one cache row per option
+            width = max(len(c) for c in rows)
+            cont_ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+            cont_mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for j, c in enumerate(rows):
+                cont_ids[j, :len(c)] = torch.tensor(c)
+                cont_mask[j, :len(c)] = 1
+            lengths = mask.sum(-1)[owner]
+            cont_pos = lengths.unsqueeze(1) + torch.arange(width).unsqueeze(0)
+            full_mask = torch.cat([mask[owner], cont_mask], dim=1)
+            logits = self.model(**self._on_device({"input_ids": cont_ids, "attention_mask": full_mask,
+                                                   "position_ids": cont_pos}),
+                                past_key_values=cache, use_cache=True).logits.float().cpu()
+        steps = torch.log_softmax(logits, dim=-1)
+        results: list[list[float]] = [[] for _ in conts]
+        for j, c in enumerate(rows):
+            if not c:
+                results[owner[j]].append(0.0)
+                continue
+            total = float(first[owner[j], c[0]])
+            if len(c) > 1:    # position t of the continuation predicts token t + 1
+                total += float(steps[j, :len(c) - 1].gather(-1, torch.tensor(c[1:]).unsqueeze(-1)).sum())
+            results[owner[j]].append(total)
+        return results
 
     def _continuation_logprobs(self, ids, mask, conts: list[list[int]], **extras) -> list[float]:
         """Rows are left-padded, so every continuation ends at the last column; only the last

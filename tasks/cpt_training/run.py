@@ -189,7 +189,8 @@ def train_cpt(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> CptOutcom
                               callbacks=[metrics_cb, CompletionMarkerCallback(dataset)])
     result = trainer.train(resume_from_checkpoint=resume_from)
     model_dir = (out / "model") if out is not None else root / f".model-rank{rank}"
-    save_trained(trainer, vlm, model_dir, extra_meta={"stage": "cpt", "order": cfg.order, "run_key": key,
+    # the checkpoint records the image budget it was trained at, which evaluation then uses
+    save_trained(trainer, dataclasses.replace(vlm, budget=encoder.budget), model_dir, extra_meta={"stage": "cpt", "order": cfg.order, "run_key": key,
                                                       "base_model": str(cfg.base_model_dir)})
     step = trainer.state.global_step
     if rank != 0:

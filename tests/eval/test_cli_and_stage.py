@@ -72,7 +72,7 @@ def test_stage_outputs_are_identical_across_checkouts_and_free_of_their_paths(ti
                                                                               monkeypatch):
     import mlflow
 
-    args = ["checkpoint=tiny", "model_path=data/model", "benchmarks=[medqa,pubmedqa]", "limit=3",
+    args = ["checkpoint=tiny", "model_path=data/model", "benchmarks=[medqa,pubmedqa]", "limit=3", "mode_limits.loglik=3",
             "max_new_tokens=4", "device=cpu"]
     outs = {}
     for name in ("a", "bb"):                           # two checkouts, paths of different lengths

@@ -57,9 +57,11 @@ def test_loglik_equals_a_direct_unpadded_forward_pass(tiny_llama, medqa):
     tok, lm = model.tokenizer, model.model
     req = loglik_request(medqa[0])
     full_ctx = tok(model.render_plain(req.prompt, answer_cue=False))["input_ids"]
+    longest = max(len(tok(c, add_special_tokens=False)["input_ids"]) for c in req.continuations)
+    # the adapter's left cut: one context for every option (its cache is shared), cut for the longest
+    ctx = full_ctx[-(model.max_length - longest):]
     for ci, cont in enumerate(req.continuations):
         cont_ids = tok(cont, add_special_tokens=False)["input_ids"]
-        ctx = full_ctx[-(model.max_length - len(cont_ids)):]     # the adapter's left cut to the context size
         ids = torch.tensor([ctx + cont_ids])
         with torch.inference_mode():
             logp = torch.log_softmax(lm(ids).logits[0].float(), -1)
