@@ -70,11 +70,11 @@ def smollm2_checkpoint() -> Path:
     return out
 
 
-def model_path(name: str, tmp: Path) -> Path:
+def model_path(name: str, tmp: Path, max_positions: int = 1024) -> Path:
     if name == "tiny":
         from tiny_hf_models import build_llama
 
-        return build_llama(tmp / "tiny", hidden=128, layers=4, max_positions=1024)
+        return build_llama(tmp / "tiny", hidden=128, layers=4, max_positions=max_positions)
     if name == "smollm2":
         return smollm2_checkpoint()
     return Path(name)

@@ -61,15 +61,10 @@ DEFAULT_MODEL = "data/base_model/model"
 
 
 def model_path(name: str, tmp: Path) -> Path:
-    if name == "tiny":
-        from tiny_hf_models import build_llama
+    from bench_eval_mcq import model_path as bench_model_path
 
-        return build_llama(tmp / "tiny", hidden=128, layers=4, max_positions=4096)
-    if name == "smollm2":
-        from bench_eval_mcq import smollm2_checkpoint
-
-        return smollm2_checkpoint()
-    return Path(name)
+    # 4096 positions: PubMedQA abstracts fit without a cut
+    return bench_model_path(name, tmp, max_positions=4096)
 
 
 def build_rows(model: HFModel, items: list) -> dict:

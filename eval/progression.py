@@ -161,15 +161,16 @@ def mark(row: dict) -> str:
     return MARKS[0 if not row["delta_significant"] else 1 if row["delta"] > 0 else -1]
 
 
-def cell(row: dict) -> str:
-    """`50.0 [43.1, 56.9] (+20.0 [10.3, 29.7] ▲)`: score, interval, change, its interval, mark (in %)."""
+def cell(row: dict, scale: float = 100.0, digits: int = 1) -> str:
+    """`50.0 [43.1, 56.9] (+20.0 [10.3, 29.7] ▲)`: score, interval, change, its interval, mark (in %
+    by default; perplexities with scale 1 and two digits)."""
     def ci(lo: str, hi: str) -> str:
-        return f" [{100 * row[lo]:.1f}, {100 * row[hi]:.1f}]" if lo in row else ""
+        return f" [{scale * row[lo]:.{digits}f}, {scale * row[hi]:.{digits}f}]" if lo in row else ""
 
-    text = f"{100 * row['score']:.1f}{ci('score_ci_low', 'score_ci_high')}"
+    text = f"{scale * row['score']:.{digits}f}{ci('score_ci_low', 'score_ci_high')}"
     if "delta" in row:
         m = mark(row)
-        text += f" ({100 * row['delta']:+.1f}{ci('delta_ci_low', 'delta_ci_high')}{' ' + m if m else ''})"
+        text += f" ({scale * row['delta']:+.{digits}f}{ci('delta_ci_low', 'delta_ci_high')}{' ' + m if m else ''})"
     return text
 
 
@@ -199,23 +200,12 @@ def markdown(rows: list[dict], ckpts: list[str]) -> str:
                   "is computed on the log scale.", "", "| data kind | " + " | ".join(ckpts) + " |",
                   "|---|" + "---|" * len(ckpts)]
         for kind in dict.fromkeys(r["benchmark"] for r in prows):
-            cells = [next((ppl_cell(r) for r in prows if r["benchmark"] == kind and r["checkpoint"] == c), "")
+            cells = [next((cell(r, scale=1.0, digits=2) for r in prows if r["benchmark"] == kind and r["checkpoint"] == c), "")
                      for c in ckpts]
             lines.append(f"| {kind.removeprefix('heldout:')} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 
-
-def ppl_cell(row: dict) -> str:
-    """`12.34 [11.02, 13.90] (-3.21 [-4.80, -1.52] ▼)`: perplexity and its change, not in %."""
-    def ci(lo: str, hi: str) -> str:
-        return f" [{row[lo]:.2f}, {row[hi]:.2f}]" if lo in row else ""
-
-    text = f"{row['score']:.2f}{ci('score_ci_low', 'score_ci_high')}"
-    if "delta" in row:
-        m = mark(row)
-        text += f" ({row['delta']:+.2f}{ci('delta_ci_low', 'delta_ci_high')}{' ' + m if m else ''})"
-    return text
 
 
 def plot(rows: list[dict], ckpts: list[str], path: Path) -> None:

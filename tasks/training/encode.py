@@ -48,7 +48,7 @@ import numpy as np
 
 from models.config import ImageBudget
 from models.images import ImageError, load_image
-from tasks.common.io import PathEscapeError, ShardedJsonlWriter, file_sha256, relative_paths, safe_join
+from tasks.common.io import PathEscapeError, ShardedJsonlWriter, file_sha256, path_prefixes, relative_paths, safe_join
 from tasks.common.records import rejection
 
 GENERATION_MARK = re.compile(r"\{%-?\s*generation\s*-?%\}")
@@ -72,8 +72,9 @@ def write_rejections(directory: str | os.PathLike, entries: Iterable[dict]) -> i
     """`directory`/part-*.jsonl (the project's one rejection layout), absolute paths in the entries made
     relative to the project root (or ${data_root}); returns the count."""
     writer = ShardedJsonlWriter(Path(directory))
+    prefixes = path_prefixes()        # once: it reads params.yaml, and a capped corpus rejects ~10^4 samples
     for entry in entries:
-        writer.write(relative_paths(entry))
+        writer.write(relative_paths(entry, prefixes))
     writer.close()
     return writer.count
 
