@@ -57,7 +57,8 @@ def cell(r: dict) -> str:
 def main() -> None:
     reuse = "--reuse" in sys.argv[1:]
     overrides = [a for a in sys.argv[1:] if a != "--reuse"]
-    rows = {order: train(order, overrides, reuse) for order in ("curriculum", "shuffle")}
+    # shuffle first: with --reuse the curriculum side is read last, once the pipeline's cpt has finished
+    rows = {order: train(order, overrides, reuse) for order in ("shuffle", "curriculum")}
     c, s = rows["curriculum"], rows["shuffle"]
     if c["unique_samples"] != s["unique_samples"] or c["kept"] != s["kept"]:
         sys.exit("the two runs did not train the same entries")
