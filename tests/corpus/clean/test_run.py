@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -127,10 +126,8 @@ def test_deterministic_byte_identical_outputs(corpus, cfg, bench_index, tmp_path
 
 
 def test_ten_megabyte_record_goes_through(cfg, bench_index, tmp_path, ten_mb_line):
-    text = ten_mb_line
-    t0 = time.perf_counter()
-    summary, _ = _run([(_text_rec(text, "big"), None)], cfg, tmp_path / "out", bench_index)
-    assert time.perf_counter() - t0 < 30
+    # correctness only: its speed is bench/bench_stages.py's (a wall-clock limit fails on a loaded machine)
+    summary, _ = _run([(_text_rec(ten_mb_line, "big"), None)], cfg, tmp_path / "out", bench_index)
     assert summary["kept"] == 1 and summary["chunks_written"] > 10_000
 
 
