@@ -1,6 +1,6 @@
 """Stage `cpt`: single-stage continual pre-training over the ordered manifest (paper §3.4).
 
-Run:   python -m tasks.cpt [key=value ...]      (e.g. order=shuffle train.max_steps=200 train.device=cpu)
+Run:   python -m tasks.cpt [key=value ...]      (e.g. order=shuffle train.device=cpu train.component_lr.decoder=1e-4)
        torchrun --nproc_per_node 2 -m tasks.cpt (DeepSpeed ZeRO-2, one process per GPU with NCCL, or over
                                                  gloo on the CPU; `deepspeed=tasks/training/ds_zero3.json`
                                                  for ZeRO-3, `deepspeed=""` for DDP)
@@ -9,10 +9,14 @@ DVC:   dvc repro cpt;  the paper's comparison:  dvc exp run -S cpt.order=shuffle
        (bench/compare_order.py runs both and prints the held-out perplexities)
 
 What (tasks/cpt_training/run.py does it, on the generic library tasks/training/):
-- trains data/base_model with transformers' Trainer on data/cpt_order/manifest.jsonl, text and
-  image-text samples in the same batches, in the manifest's order (a sampler that never
-  shuffles; `order: shuffle` trains the same entries in a seeded random order instead); loss on
-  every text token (a pre-training objective, conversations included);
+- trains data/base_model with transformers' Trainer on data/cpt_order/manifest.jsonl, one full
+  pass: the manifest is the budget (cpt_order.max_samples), so the curriculum reaches its last
+  cluster, and a `train.max_steps` that would stop earlier is refused (`allow_partial=true` for a
+  smoke test); text and image-text samples in the same batches, in the manifest's order (a sampler
+  that never shuffles; `order: shuffle` trains the same entries in a seeded random order instead),
+  general-text replay entries included; loss on every text token (a pre-training objective,
+  conversations included); learning rates per component (`train.component_lr`: vision tower,
+  adapter, decoder) under one warm-up + cosine schedule with a floor (`train.min_lr_ratio`);
 - device: `train.device` (auto | cpu | cuda): CUDA with bf16 when present, else the CPU in float32;
 - checkpoints every `train.save_steps` steps under .cache/cpt_checkpoints/<run key>/ (outside
   DVC's outputs); a killed run started again with the same params resumes from the newest
@@ -20,7 +24,8 @@ What (tasks/cpt_training/run.py does it, on the generic library tasks/training/)
   missing after a kill during a save) is skipped with the reason, an explicit `resume_from`
   that is incomplete stops the stage with the missing files named;
 - held-out perplexity on data/cpt_order/heldout.jsonl before training (base model) and after
-  (the saved model reloaded from data/cpt/model).
+  (the saved model reloaded from data/cpt/model), overall and per data kind, with 95% bootstrap
+  intervals; the summary's `entries_trained` says which clusters the order trace reached, in order.
 Outputs (data/cpt/): model/ (save_pretrained: model + processor + medx_model.json; no
 training_args.bin, which pickles the absolute output path), metrics.json, summary.json,
 order_trace.jsonl (step, schedule positions and sample ids of every micro-batch),

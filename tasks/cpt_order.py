@@ -5,9 +5,12 @@ Run:   python -m tasks.cpt_order [key=value ...]   (e.g. warmup.fraction=0.2 sch
 DVC:   dvc repro cpt_order
 
 What (tasks/curriculum/run.py does it, on the generic training library tasks/training/):
-1. reads data/cpt_data/samples/part-*.jsonl, encodes every sample with the base model's processor
-   (bad samples -- empty or over-long text, unusable images, broken references -- are rejected with
-   a reason) and sets a seeded held-out split aside (heldout.jsonl);
+1. reads data/cpt_data/samples/part-*.jsonl, sets the general-text pool aside (whole corpus
+   documents, `general_pool.max_samples`), takes the seeded CPT budget of the rest (`max_samples`:
+   cpt trains one pass over what is ordered here), encodes every sample with the base model's
+   processor (bad samples -- empty or over-long text, unusable images, broken references -- are
+   rejected with a reason) and sets a seeded held-out split aside, stratified by data kind
+   (heldout.jsonl);
 2. trains a warm-up copy of data/base_model on a seeded ~10% of the rest, on `warmup.train.device`
    (auto | cpu | cuda: CUDA with bf16 when present, else the CPU in float32);
 3. embeds every sample by mean-pooling the warm-up model's middle decoder block over its tokens;
@@ -15,7 +18,8 @@ What (tasks/curriculum/run.py does it, on the generic training library tasks/tra
    space by default, or a final region: `noise_placement`), never dropped;
 5. ranks clusters by compactness (mean pairwise Euclidean distance of sampled members, most
    compact first) and lays the schedule out: cluster, mixed transition (both clusters, shuffled,
-   plus a replay buffer from earlier clusters), next cluster, ...
+   plus a replay buffer from earlier clusters), next cluster, ...; every region also gets
+   `schedule.general_share` of general-text entries from the pool (forgetting control).
 Outputs (data/cpt_order/): manifest.jsonl (training order: position, id, cluster, rank, region,
 replay, noise, 2-D coordinates), clusters.json (per-cluster size, compactness, kinds, tasks;
 per-transition composition), order_map.png, heldout.jsonl, rejected/part-*.jsonl (one entry per
