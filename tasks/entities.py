@@ -7,25 +7,42 @@ DVC:   dvc repro entities
 What: reads the quality stage's kept records (`<in_dir>/kept`), splits each text into sentences and
 extracts typed entity mentions with one of two extractors behind one interface (param `extractor`):
 - `local` (default): a CRF (sklearn-crfsuite, BIO tags, word-shape/affix/neighbour features) trained
-  here on the PubTator training splits (BC5CDR train + dev, NCBI-disease train), types Chemical/Disease;
+  here. With `typing: vocabulary` (default) it learns eight types taken from the MeSH 2017 tree's
+  categories -- Anatomy, Disease, Symptom, Chemical, Procedure, Test, Organism, Gene
+  (tasks/extraction/vocabulary.py) -- from the PubTator gold training splits (BC5CDR train + dev,
+  NCBI-disease train: gold Chemical/Disease spans, plus dictionary labels for the types those
+  corpora do not annotate) and weakly labelled corpus sentences (the typed dictionary as labelling
+  functions, tasks/extraction/weak_labels.py). `typing: gold` is the gold corpora's two types alone;
 - `llm`: the paper's batch-chunking prompt (many sentences per request, one JSON key per sentence,
   explicit "None"; `llm_extract.prompt: stage2` adds typing) through the project's LLM client, at most
-  `llm_extract.max_docs` documents. Replies go through the one parse/repair loop (tasks/llm/ask.py):
-  unparseable replies get one repair turn, then are recorded.
-Mentions are aggregated by normalized text into the entity table, then the paper's filters run:
-entities seen < `min_entity_count` times, then types with < `min_type_entities` entities.
-Both extractors are scored against the gold PubTator TEST splits (never trained on): the CRF on every
-test abstract (or `eval.local_max_docs`), the LLM path on a seeded sample of `eval.llm_docs` abstracts
-through the `llm:` endpoint (0 = skip, no server) -- exact-span P/R/F1 per type and micro.
+  `llm_extract.max_docs` documents; its type names are mapped onto the eight by `type_aliases`. Replies
+  go through the one parse/repair loop (tasks/llm/ask.py): unparseable replies get one repair turn,
+  then are recorded; a document keeps the entities of its parsed sentences.
+Mentions are aggregated by normalized text into the entity table (majority type, every type's count,
+`alt_types`), then the paper's filters run: entities seen < `min_entity_count` times, then types with
+< `min_type_entities` entities.
+Measured, in extraction_eval.json:
+- gold: both extractors against the gold PubTator TEST splits (never trained on): the CRF on every
+  test abstract (or `eval.local_max_docs`), the LLM path on a seeded sample of `eval.llm_docs`
+  abstracts (0 = skip, no server) -- exact-span P/R/F1 for Chemical and Disease (a predicted Symptom
+  counts as Disease: the gold corpora annotate signs as diseases), beside the typed dictionary alone
+  as a baseline (`dictionary`);
+- generalisation: the CRF's recall on occurrences of held-out dictionary terms, never used to label
+  training text (`heldout_terms`; the dictionary's recall there is 0 by construction);
+- the other six types: `type_review_sample.jsonl`, a seeded sample of corpus mentions per type with
+  context and `label: null`; with `review.review_labels` (the reviewed copy, DVC-tracked) per-type
+  precision with Wilson 95% intervals (`reviewed`).
 Logic: tasks/extraction/run.py (extract_entities).
 
 Output (out_dir): mentions/part-*.jsonl ({doc_id, source, entities: [{text, norm, type, start, end}]},
-one line per kept document; documents without text are kept with no entities), entities.jsonl (the
-table: norm, text, type, count, doc_count; sorted by -count, norm), rejected/part-*.jsonl (documents
-that could not be processed), rejected_entities/part-*.jsonl (entities filtered out: rare_entity,
+one line per kept document, `failed_sentences` when some of its sentences failed on the LLM path;
+documents without text are kept with no entities), entities.jsonl (the table: norm, text, type,
+types, alt_types, count, doc_count; sorted by -count, norm), rejected/part-*.jsonl (documents that
+could not be processed), rejected_entities/part-*.jsonl (entities filtered out: rare_entity,
 rare_type, empty, too_long; the entity as the rejection's record), extraction_eval.json,
-llm_failures.jsonl, crf_model.crfsuite, summary.json (read == kept + rejected in documents, plus
-entity-level counts).
+type_review_sample.jsonl, llm_failures.jsonl, crf_model.crfsuite, summary.json (read == kept +
+rejected in documents, entity-level counts, types, mentions per type that the dictionary holds with
+the same type / another type / not at all).
 
 What of the LLM is a DVC output: when `extractor: llm`, the LLM's extraction is the stage's result, so
 its mentions, failures (llm_failures.jsonl: every failed sentence with the raw replies, corpus and
@@ -39,8 +56,11 @@ failures -- none on the local path, an empty file -- so the stage hashes the sam
 
 Why: `local` is the default because the embedded SmolLM2-135M is too small for this prompt (ARCHITECTURE.md
 "LLM roles"); the eval measures both on the same gold so the choice is visible in MLflow
-(eval.local.Disease.f1 next to eval.llm.Disease.f1). The CRF trains in a few minutes on CPU, is
-deterministic given the data order, and needs no download. Timings and LLM cache hits go to MLflow
+(eval.local.Disease.f1 next to eval.llm.Disease.f1). The types come from a published vocabulary so
+each is defined and each dictionary label traceable to a MeSH tree number; weak labels let a gold
+corpus of two types teach eight, and the held-out terms show what the CRF finds beyond the
+dictionary. The CRF trains in minutes on CPU, is deterministic given the data order, and needs no
+download. Timings and LLM cache hits go to MLflow
 only, so summary.json and the other outputs are identical across re-runs.
 """
 

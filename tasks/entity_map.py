@@ -9,7 +9,9 @@ What:
    defect stops the stage with the list of problems, before anything is scanned);
 2. builds one pyahocorasick automaton from the tree's entities (norm + surface name, casefolded,
    non-word characters folded to spaces; hits start and end at word boundaries, leftmost-longest and
-   non-overlapping -- see tasks/mapping/automaton.py) and scans every corpus document of
+   non-overlapping -- see tasks/mapping/automaton.py; an entity whose key is one of `stop_keys`,
+   English words the tree also holds as abbreviations (NO, ALL, BE, ...), matches only where the text
+   writes it in upper case: "NO" is nitric oxide, "no" is nothing) and scans every corpus document of
    data/quality/kept once: doc_hits/part-*.jsonl ({doc_id, source, hits: [{norm, node, start, end}]},
    offsets into the record's text, end exclusive), frequencies.json (per entity: mentions, docs; per
    tree node: mentions and docs aggregated up the ancestors), long_tail.png (rank-frequency, log-log);
@@ -24,16 +26,23 @@ What:
    amcs.max_terms terms (CPU budget; the full size is reported beside it). Benchmark-question entities
    are the MeSH/DOID terms found in the benchmark question texts by an automaton built from those
    vocabularies, not from the tree (scanning with the tree's automaton would give forward 1.0 by
-   construction).
+   construction). Targets in amcs.build_vocabs were used to build the tree (MeSH: entity typing), and
+   the benchmark target's terms are MeSH/DOID terms, so it is partly derived from a build vocabulary
+   (its share of such terms is reported): those rows are marked "not independent evidence"
+   (amcs.json `independent: false` + `why`; a column in amcs.md), stay visible, and are left out of
+   the one summary figure, the mean forward/backward AMCS over the independent targets.
 
 Accounting: the unit is the corpus document. Every valid document is kept -- a document without
 entity hits is still training data and appears in the manifest with weight 1 -- so only
 input lines that are not valid records are rejected (bad_json, invalid_utf8, missing_field, ...);
-docs_without_hits is reported beside read == kept + rejected. summary.json holds the counts.
+docs_without_hits is reported beside read == kept + rejected. summary.json holds the counts, and
+`stop_keys`: per tree entity the stop keys restrict (norm, name, node, frequency), the upper-case
+hits kept and the lower/title-case hits suppressed.
 Logic: tasks/mapping/run.py (map_corpus).
 
-MLflow: read/kept/rejected, hits, distinct entities, docs with/without hits, scan MB/s, Gini/entropy
-before/after, amcs.forward.<vocab>, amcs.backward.<vocab>, timings; artifacts amcs.md, long_tail.png,
+MLflow: read/kept/rejected, hits, distinct entities, docs with/without hits, stop_keys.* (kept and
+suppressed hits, per entity too), scan MB/s, Gini/entropy before/after, amcs.forward.<vocab>,
+amcs.backward.<vocab>, amcs.{forward,backward}.independent_mean, timings; artifacts amcs.md, long_tail.png,
 sparse_domains.json, balance.json.
 
 Why: Aho-Corasick makes the scan O(corpus) regardless of dictionary size (bench/bench_entity_map.py

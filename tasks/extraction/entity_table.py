@@ -1,8 +1,11 @@
 """The entity table (paper §3.2.1, the cleansing step after Stage 2) and the entity rejections.
 
 `EntityTable` aggregates mentions by `norm` (case-folded, whitespace-normalized text): mention count,
-number of documents, the most frequent surface form and the majority type (ties: the
-lexicographically smallest). `filtered()` applies the paper's frequency filters in its order: an
+number of documents, the most frequent surface form, the majority type (ties: the lexicographically
+smallest), the mention count of every type (`types`), and `alt_types`: the other types seen at least
+twice and in at least `alt_type_min_share` of the mentions ("cold" as Symptom and Disease). The tree
+gives such an entity a candidate parent under each of its types: a multi-type conflict for the
+resolver (tasks/tree/conflicts.py). `filtered()` applies the paper's frequency filters in its order: an
 entity seen fewer than `min_entity_count` times is rejected (`rare_entity`), then every entity of a
 type that keeps fewer than `min_type_entities` entities is rejected (`rare_type`). The paper uses 10
 and 5 on a web-scale corpus; the params scale them to this corpus.
@@ -51,13 +54,21 @@ class EntityTable:
     def _top(c: Counter) -> str:
         return min(c.items(), key=lambda kv: (-kv[1], kv[0]))[0]
 
-    def row(self, norm: str) -> dict:
-        return {"norm": norm, "text": self._top(self.surfaces[norm]), "type": self._top(self.types[norm]),
-                "count": self.count[norm], "doc_count": self.doc_count[norm]}
+    def row(self, norm: str, alt_type_min_share: float = 1.0) -> dict:
+        types = self.types[norm]
+        top = self._top(types)
+        total = sum(types.values())
+        alt = sorted((t for t, n in types.items() if t != top and n >= 2 and n / total >= alt_type_min_share),
+                     key=lambda t: (-types[t], t))
+        return {"norm": norm, "text": self._top(self.surfaces[norm]), "type": top,
+                "count": self.count[norm], "doc_count": self.doc_count[norm],
+                "types": dict(sorted(types.items())), "alt_types": alt}
 
-    def filtered(self, min_entity_count: int, min_type_entities: int) -> tuple[list[dict], list[dict]]:
+    def filtered(self, min_entity_count: int, min_type_entities: int, alt_type_min_share: float = 1.0
+                 ) -> tuple[list[dict], list[dict]]:
         """(kept rows sorted by (-count, norm), rejected rows with reason and detail)."""
-        rows = sorted((self.row(n) for n in self.count), key=lambda r: (-r["count"], r["norm"]))
+        rows = sorted((self.row(n, alt_type_min_share) for n in self.count),
+                      key=lambda r: (-r["count"], r["norm"]))
         kept, rejected = [], []
         for r in rows:
             if r["count"] < min_entity_count:

@@ -21,11 +21,15 @@ from typing import Literal
 from tasks.common.config import resolve
 from tasks.common.io import StageSink, iter_records, shard_paths, write_json, write_jsonl
 from tasks.common.records import rejection
+from tasks.extraction.common import DocResult, mention
 from tasks.extraction.entity_table import EntityRejections, EntityTable
 from tasks.extraction.gold import load_gold
 from tasks.extraction.llm import LLMExtractor, LLMExtractParams
 from tasks.extraction.local import CRFExtractor, CRFParams
-from tasks.extraction.scoring import flat_metrics, score
+from tasks.extraction.review import ReviewParams, ReviewSample, precision_by_type
+from tasks.extraction.scoring import flat_metrics, recall_on_spans, score
+from tasks.extraction.vocabulary import ENTITY_TYPES, GOLD_TYPE_OF, VocabularyParams, load_mesh_vocabulary
+from tasks.extraction.weak_labels import WeakLabeller, WeakParams, augment_gold, weak_training_docs
 
 MODEL_FILE = "crf_model.crfsuite"
 COMPARISON_KEYS = ("llm_sample_doc_ids", "llm", "local_on_llm_sample")
@@ -43,7 +47,7 @@ class GoldConfig:
 @dataclasses.dataclass
 class EvalConfig:
     local_max_docs: int = 0          # gold test abstracts scored for the CRF (0 = all)
-    llm_docs: int = 20               # seeded sample of gold test abstracts for the LLM path (0 = skip)
+    llm_docs: int = 4                # seeded sample of gold test abstracts for the LLM path (0 = skip)
 
 
 @dataclasses.dataclass
@@ -60,8 +64,13 @@ class EntitiesConfig:
     max_entity_chars: int = 100
     min_entity_count: int = 3        # paper: 10 on a web-scale corpus
     min_type_entities: int = 5       # paper: 5
+    alt_type_min_share: float = 0.2  # a norm's other types seen in >= this share of its mentions: alt_types
+    typing: Literal["vocabulary", "gold"] = "vocabulary"   # 8 MeSH-derived types | the gold corpora's 2
     gold: GoldConfig = dataclasses.field(default_factory=GoldConfig)
     crf: CRFParams = dataclasses.field(default_factory=CRFParams)
+    vocabulary: VocabularyParams = dataclasses.field(default_factory=VocabularyParams)
+    weak: WeakParams = dataclasses.field(default_factory=WeakParams)
+    review: ReviewParams = dataclasses.field(default_factory=ReviewParams)
     llm_extract: LLMExtractParams = dataclasses.field(default_factory=LLMExtractParams)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     # canonical gold type: type names an LLM may use for it (case-insensitive), for scoring only
@@ -84,10 +93,17 @@ class EntitiesConfig:
         return min(caps) if caps else 0
 
     def type_map(self) -> dict[str, str]:
+        """An LLM's type names (lower-cased) -> the project's types."""
         out = {}
         for canon, aliases in self.type_aliases.items():
             for a in [canon, *aliases]:
                 out[a.lower()] = canon
+        return out
+
+    def gold_type_map(self) -> dict[str, str]:
+        """Predicted type names -> the gold corpora's types (Symptom is scored as Disease)."""
+        out = {t.lower(): GOLD_TYPE_OF.get(t, t) for t in ENTITY_TYPES}
+        out.update({a: GOLD_TYPE_OF.get(c, c) for a, c in self.type_map().items()})
         return out
 
 
@@ -106,11 +122,19 @@ def input_shards(cfg: EntitiesConfig) -> list[Path]:
 
 
 def process_corpus(cfg: EntitiesConfig, shards: list[Path], extractor, sink: StageSink,
-                   rejected_entities: EntityRejections, table: EntityTable, failures: list[dict]) -> dict:
-    """Extract every input document into `sink` and `table`; returns document/mention counts."""
+                   rejected_entities: EntityRejections, table: EntityTable, failures: list[dict],
+                   review: ReviewSample | None = None, dictionary: dict[str, str] | None = None) -> dict:
+    """Extract every input document into `sink` and `table`; returns document/mention counts.
+
+    A document some of whose sentences failed (LLM path) keeps the entities of the sentences that
+    were parsed, with `failed_sentences` on its line; the failures are recorded with their raw
+    replies. Only a document none of whose sentences could be done is rejected (extraction_failed).
+    `dictionary` (term -> type) counts how many mentions of each type the typed vocabulary holds,
+    with the same or another type, and how many it does not (the extractor generalising)."""
     counts: Counter = Counter()
     cap = cfg.corpus_cap
     pending: list[dict] = []
+    type_map = cfg.type_map() if cfg.extractor == "llm" else {}
 
     def flush() -> None:
         results = extractor.extract([(r["id"], r["text"]) for r in pending])
@@ -118,18 +142,32 @@ def process_corpus(cfg: EntitiesConfig, shards: list[Path], extractor, sink: Sta
             counts["sentences"] += res.sentences
             if res.failures:
                 failures.extend({"phase": "corpus", **f} for f in res.failures)
-                rej = rejection("extraction_failed",
-                                f"{len(res.failures)} of {res.sentences} sentences failed", record=rec)
-                rej["failures"] = res.failures
-                sink.reject(rej)
                 counts["sentences_failed"] += len(res.failures)
-                continue
-            sink.keep({"doc_id": rec["id"], "source": rec["source"], "entities": res.entities})
+                if len(res.failures) >= res.sentences:
+                    rej = rejection("extraction_failed",
+                                    f"{len(res.failures)} of {res.sentences} sentences failed", record=rec)
+                    rej["failures"] = res.failures
+                    sink.reject(rej)
+                    continue
+                counts["docs_partially_extracted"] += 1
+            if type_map:
+                for m in res.entities:
+                    m["type"] = type_map.get(m["type"].lower(), m["type"])
+            line = {"doc_id": rec["id"], "source": rec["source"], "entities": res.entities}
+            if res.failures:
+                line["failed_sentences"] = len(res.failures)
+            sink.keep(line)
             table.add_document(res.entities)
             counts["mentions"] += len(res.entities)
             counts["mentions_unlocated"] += sum(m["start"] is None for m in res.entities)
             counts["docs_without_text"] += not rec["text"].strip()
             counts["docs_with_entities"] += bool(res.entities)
+            for m in res.entities:
+                if review is not None:
+                    review.add(rec["id"], rec["text"], m)
+                if dictionary is not None:
+                    d = dictionary.get(m["norm"])
+                    counts[f"vocab.{m['type']}.{'same' if d == m['type'] else 'other' if d else 'absent'}"] += 1
             for r in res.rejected:
                 rejected_entities.add({**r, "doc_id": rec["id"], "source": rec["source"]})
         pending.clear()
@@ -155,8 +193,11 @@ def evaluate(cfg: EntitiesConfig, crf: CRFExtractor, llm: LLMExtractor | None, t
     """The CRF on the test split; the LLM and the CRF on the LLM's seeded sample (COMPARISON_KEYS)."""
     local_docs = test_docs[:cfg.eval.local_max_docs] if cfg.eval.local_max_docs else test_docs
     pairs = lambda docs: [(d.doc_id, d.text) for d in docs]  # noqa: E731
+    gold_map = cfg.gold_type_map()
     out = {"match": "exact span and type", "test_files": cfg.gold.test_files,
-           "local": score(local_docs, crf.extract(pairs(local_docs)))}
+           "gold_type_map": "predicted Symptom counts as the gold corpora's Disease; types the corpora do "
+                            "not annotate are ignored (ignored_predictions_by_type)",
+           "local": score(local_docs, crf.extract(pairs(local_docs)), gold_map)}
     if llm is not None and cfg.eval.llm_docs:
         n = min(cfg.eval.llm_docs, len(test_docs))
         idx = sorted(random.Random(cfg.seed).sample(range(len(test_docs)), n))
@@ -165,11 +206,42 @@ def evaluate(cfg: EntitiesConfig, crf: CRFExtractor, llm: LLMExtractor | None, t
         for r in results:
             failures.extend({"phase": "eval", **f} for f in r.failures)
         out["llm_sample_doc_ids"] = [d.doc_id for d in sample]
-        out["llm"] = score(sample, results, cfg.type_map())
+        out["llm"] = score(sample, results, gold_map)
         out["llm"]["failed_sentences"] = sum(len(r.failures) for r in results)
         out["llm"]["sentences"] = sum(r.sentences for r in results)
-        out["local_on_llm_sample"] = score(sample, crf.extract(pairs(sample)))
+        out["local_on_llm_sample"] = score(sample, crf.extract(pairs(sample)), gold_map)
     return out
+
+
+def dictionary_results(labeller: WeakLabeller, docs: list) -> list[DocResult]:
+    """The typed dictionary alone as an extractor: the baseline the trained CRF is compared with."""
+    out = []
+    for d in docs:
+        res = DocResult(d.doc_id)
+        res.entities = [mention(d.text[s:e], t, s, e) for s, e, t in labeller.spans(d.text)]
+        out.append(res)
+    return out
+
+
+def training_data(cfg: EntitiesConfig, shards: list[Path], test_docs: list
+                  ) -> tuple[list, dict, object, dict]:
+    """(CRF training documents, gold stats, typed vocabulary or None, typing report).
+
+    typing=gold: the gold corpora's training splits as they are (Chemical, Disease). typing=vocabulary:
+    the same splits with dictionary labels for the types they do not annotate, plus weakly labelled
+    corpus sentences (tasks/extraction/weak_labels.py)."""
+    gold_dir = resolve(cfg.data_root) / cfg.gold.dir
+    train_docs, train_stats = load_gold(gold_dir, cfg.gold.train_files, exclude_pmids={d.pmid for d in test_docs},
+                                        max_docs=cfg.crf.max_train_docs)
+    if cfg.typing == "gold":
+        return train_docs, train_stats, None, {"typing": "gold", "types": sorted(
+            {t for d in train_docs for *_, t in d.mentions})}
+    vocab = load_mesh_vocabulary(resolve(cfg.data_root) / cfg.vocabulary.path, cfg.vocabulary, cfg.seed)
+    gold_aug, aug_stats = augment_gold(train_docs, vocab, cfg.weak.gene_pattern)
+    weak = weak_training_docs(shards, vocab, cfg.weak, cfg.seed, cfg.max_sentence_chars)
+    report = {"typing": "vocabulary", "types": list(ENTITY_TYPES), "vocabulary": vocab.stats,
+              "gold_augmentation": aug_stats, "weak": weak.stats}
+    return gold_aug + weak.train, train_stats, (vocab, weak), report
 
 
 def extract_entities(cfg: EntitiesConfig, out: Path, sink: StageSink, client=None,
@@ -178,13 +250,18 @@ def extract_entities(cfg: EntitiesConfig, out: Path, sink: StageSink, client=Non
     shards = input_shards(cfg) if shards is None else shards
     if cfg.uses_llm and client is None:
         raise ValueError("entities: extractor=llm or eval.llm_docs > 0 needs an LLM client")
+    review_labels = resolve(cfg.review.review_labels) if cfg.review.review_labels else None
+    if review_labels is not None and not review_labels.is_file():
+        raise FileNotFoundError(f"entities: review.review_labels {review_labels} does not exist")
     llm = LLMExtractor(client, cfg.llm_extract, max_sentence_chars=cfg.max_sentence_chars,
                        max_entity_chars=cfg.max_entity_chars) if cfg.uses_llm else None
     side_by_side = llm is not None and cfg.extractor != "llm"
     gold_dir = resolve(cfg.data_root) / cfg.gold.dir
     test_docs, test_stats = load_gold(gold_dir, cfg.gold.test_files)
-    train_docs, train_stats = load_gold(gold_dir, cfg.gold.train_files, exclude_pmids={d.pmid for d in test_docs})
-    crf = CRFExtractor(out / MODEL_FILE, cfg.crf, max_sentence_chars=cfg.max_sentence_chars,
+    train_docs, train_stats, typed, typing_report = training_data(cfg, shards, test_docs)
+    # crf.max_train_docs caps the gold documents (training_data), never the weakly labelled ones
+    crf = CRFExtractor(out / MODEL_FILE, dataclasses.replace(cfg.crf, max_train_docs=0),
+                       max_sentence_chars=cfg.max_sentence_chars,
                        max_entity_chars=cfg.max_entity_chars)
     t0 = time.perf_counter()
     crf_stats = crf.train(train_docs)
@@ -193,39 +270,68 @@ def extract_entities(cfg: EntitiesConfig, out: Path, sink: StageSink, client=Non
     eval_failures: list[dict] = []
     t0 = time.perf_counter()
     report = evaluate(cfg, crf, llm, test_docs, eval_failures)
+    dictionary = None
+    if typed is not None:
+        vocab, weak = typed
+        dictionary = vocab.all_terms()
+        # the baseline: the whole typed dictionary (held-out terms too) as the extractor, same gold
+        report["dictionary"] = score(test_docs, dictionary_results(WeakLabeller(dictionary), test_docs),
+                                     cfg.gold_type_map())
+        report["heldout_terms"] = {
+            "what": "recall on occurrences of dictionary terms never used to label training text; "
+                    "the dictionary finds none of them by construction",
+            "local": recall_on_spans(weak.heldout_eval, crf.extract([(d.doc_id, d.text) for d in weak.heldout_eval]))}
     eval_seconds = time.perf_counter() - t0
     comparison = {k: report.pop(k) for k in COMPARISON_KEYS if k in report} if side_by_side else {}
     report["gold"] = {"train": train_stats, "test": test_stats}
     report["crf_train"] = crf_stats
-    write_json(out / "extraction_eval.json", report)
+    report["typing"] = typing_report
 
     rejected_entities = EntityRejections(out, cfg.shard_size)
     table = EntityTable()
     failures = [] if side_by_side else eval_failures
+    review = ReviewSample(cfg.review, cfg.seed, dictionary or {})
     t0 = time.perf_counter()
     counts = process_corpus(cfg, shards, llm if cfg.extractor == "llm" else crf, sink, rejected_entities,
-                            table, failures)
+                            table, failures, review, dictionary)
     extract_seconds = time.perf_counter() - t0
+    sample = review.rows()
+    write_jsonl(out / "type_review_sample.jsonl", sample)
+    if review_labels is not None:
+        report["reviewed"] = precision_by_type(sample, review_labels)
+    write_json(out / "extraction_eval.json", report)
 
-    rows, rejected_rows = table.filtered(cfg.min_entity_count, cfg.min_type_entities)
+    rows, rejected_rows = table.filtered(cfg.min_entity_count, cfg.min_type_entities, cfg.alt_type_min_share)
     write_jsonl(out / "entities.jsonl", rows)
     for r in rejected_rows:
         rejected_entities.add(r)
     write_jsonl(out / "llm_failures.jsonl", failures)
     entity_counts = rejected_entities.close()
 
+    vocab_counts = {k: v for k, v in counts.items() if k.startswith("vocab.")}
+    counts = {k: v for k, v in counts.items() if not k.startswith("vocab.")}
     table_types = Counter(r["type"] for r in rows)
+    mention_types = Counter()
+    for r in rows:
+        mention_types.update(r["types"])
     scores = {**report, **comparison}
     summary = {
-        "extractor": cfg.extractor, **counts, **entity_counts,
+        "extractor": cfg.extractor, "typing": cfg.typing, **counts, **entity_counts,
         "entities_unique": len(table.count), "entities_in_table": len(rows),
         "mentions_in_table": sum(r["count"] for r in rows),
         "table_types": dict(sorted(table_types.items())),
+        "table_mentions_by_type": dict(sorted(mention_types.items())),
+        "table_multi_type": sum(bool(r["alt_types"]) for r in rows),
         "llm_failed_sentences": len(failures),      # all in llm_failures.jsonl
         "crf_train": crf_stats,
-        "eval_micro_f1": {k: report[k]["micro"]["f1"] for k in ("local", "llm", "local_on_llm_sample")
+        "eval_micro_f1": {k: report[k]["micro"]["f1"] for k in ("local", "llm", "local_on_llm_sample", "dictionary")
                           if k in report},
+        "review_sample": dict(sorted(Counter(r["type"] for r in sample).items())),
     }
+    if vocab_counts:
+        summary["mentions_vs_dictionary"] = vocab_counts
+    if "heldout_terms" in report:
+        summary["heldout_term_recall"] = report["heldout_terms"]["local"]["all"]
     if cfg.extractor == "llm":
         summary["llm_extract"] = dict(sorted(llm.stats.items()))
     metrics = {"crf.train_seconds": crf_seconds, "crf.train_sentences": crf_stats["sentences"],
@@ -233,10 +339,16 @@ def extract_entities(cfg: EntitiesConfig, out: Path, sink: StageSink, client=Non
                "eval.seconds": eval_seconds, "extract.seconds": extract_seconds,
                "extract.docs_per_s": sink.read / max(extract_seconds, 1e-9),
                **{f"table.type.{t}": n for t, n in table_types.items()},
+               **{f"table.mentions.{t}": n for t, n in mention_types.items()},
                **{f"rejected_entities.{k}": v for k, v in entity_counts["entities_rejected_by_reason"].items()}}
-    for key in ("local", "llm", "local_on_llm_sample"):
+    for key in ("local", "llm", "local_on_llm_sample", "dictionary"):
         if key in scores:
             metrics.update(flat_metrics(f"eval.{key}", scores[key]))
+    for t, r in report.get("heldout_terms", {}).get("local", {}).items():
+        metrics[f"eval.heldout_terms.{t}.recall"] = r["recall"]
+        metrics[f"eval.heldout_terms.{t}.span_recall"] = r["span_recall"]
+    for t, r in report.get("reviewed", {}).get("by_type", {}).items():
+        metrics[f"eval.reviewed.{t}.precision"] = r["precision"]
     if llm is not None:
         metrics.update({f"llm_extract.{k}": v for k, v in llm.stats.items()})
     if side_by_side:

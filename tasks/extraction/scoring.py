@@ -94,3 +94,35 @@ def flat_metrics(prefix: str, result: dict) -> dict[str, float]:
     out[f"{prefix}.docs"] = result["docs"]
     out[f"{prefix}.failed_docs"] = result["failed_docs"]
     return out
+
+
+def recall_on_spans(docs: Sequence[GoldDoc], predicted: Sequence[DocResult]) -> dict:
+    """Recall of `predicted` on the spans of `docs`, per type: exact span and type, and span only.
+
+    For test sets whose spans are known to be entities but whose other entities are unmarked (the
+    held-out dictionary terms' occurrences): precision is undefined there, recall is not."""
+    if len(docs) != len(predicted):
+        raise ValueError(f"{len(docs)} documents but {len(predicted)} predictions")
+    by_type: dict[str, Counter] = {}
+    for g, res in zip(docs, predicted):
+        pred = {(m["start"], m["end"]): m["type"] for m in res.entities if m["start"] is not None}
+        for s, e, t in g.mentions:
+            c = by_type.setdefault(t, Counter())
+            c["spans"] += 1
+            got = pred.get((s, e))
+            c["span_found"] += got is not None
+            c["typed_found"] += got == t
+            c["overlap_found"] += any(ps < e and s < pe for ps, pe in pred)
+    out = {}
+    for t, c in sorted(by_type.items()):
+        n = c["spans"]
+        out[t] = {"spans": n, "recall": round(c["typed_found"] / n, 4),
+                  "span_recall": round(c["span_found"] / n, 4), "overlap_recall": round(c["overlap_found"] / n, 4)}
+    total = Counter()
+    for c in by_type.values():
+        total.update(c)
+    n = total["spans"]
+    out["all"] = {"spans": n, "recall": round(total["typed_found"] / n, 4) if n else 0.0,
+                  "span_recall": round(total["span_found"] / n, 4) if n else 0.0,
+                  "overlap_recall": round(total["overlap_found"] / n, 4) if n else 0.0}
+    return out

@@ -11,17 +11,21 @@ from pathlib import Path
 
 from tasks.common.config import resolve
 from tasks.common.io import StageSink, iter_records, shard_paths, write_json, write_jsonl
-from tasks.mapping.automaton import EntityMatcher, tree_entries
+from tasks.mapping.automaton import EntityMatcher, stop_key_report, tree_entries
 from tasks.mapping.balance import distribution_stats, doc_weights, long_tail_plot, sparse_domains
 from tasks.tree.model import load_tree
 
 VOCABS = ("doid", "mesh", "icd10cm", "hpo", "benchmark")
+BENCHMARK_SOURCES = ("mesh", "doid")   # the vocabularies benchmark entities are extracted with
 
 
 @dataclasses.dataclass
 class AmcsConfig:
     enabled: bool = True
     vocabs: list[str] = dataclasses.field(default_factory=lambda: list(VOCABS))
+    # targets whose terms/categories were used to build the tree (the entities stage types entities
+    # with MeSH 2017): marked "not independent evidence" and left out of the summary mean
+    build_vocabs: list[str] = dataclasses.field(default_factory=lambda: ["mesh"])
     max_terms: int = 4000            # seeded sample per target vocabulary (0 = all)
     max_ref_terms: int = 0           # seeded sample of the tree's entities (0 = all)
     threshold: float = 0.8           # reported share of best matches >= threshold (not in Eq. (1))
@@ -44,7 +48,8 @@ class EntityMapConfig:
     shard_size: int = 50000
     temperature: float = 0.5
     sparse_bottom_n: int = 30
-    stop_keys: list[str] = dataclasses.field(default_factory=list)   # entities never matched
+    # keys that are also English words: those tree entities match only in upper case ("NO", not "no")
+    stop_keys: list[str] = dataclasses.field(default_factory=list)
     amcs: AmcsConfig = dataclasses.field(default_factory=AmcsConfig)
 
 
@@ -98,11 +103,18 @@ def _sample(terms: list[str], n: int, seed: int) -> list[str]:
     return sorted(random.Random(seed).sample(terms, n))
 
 
-def load_targets(cfg: EntityMapConfig) -> dict[str, list[str]]:
+def load_targets(cfg: EntityMapConfig) -> tuple[dict[str, list[str]], dict[str, dict[str, float]]]:
+    """(target name -> terms, target name -> {build vocabulary: share of its terms that are terms of
+    that build vocabulary}); the shares are computed for the benchmark target only, whose terms are
+    drawn from BENCHMARK_SOURCES."""
     from tasks.mapping import vocab as V
     root = resolve(cfg.data_root)
     a = cfg.amcs
+    for name in a.build_vocabs:
+        if name not in VOCABS:
+            raise ValueError(f"amcs.build_vocabs: unknown vocabulary {name!r}; known: {list(VOCABS)}")
     out: dict[str, list[str]] = {}
+    shares: dict[str, dict[str, float]] = {}
     cache: dict[str, list[str]] = {}
 
     def get(name):
@@ -117,15 +129,18 @@ def load_targets(cfg: EntityMapConfig) -> dict[str, list[str]]:
             raise ValueError(f"amcs.vocabs: unknown vocabulary {name!r}; known: {list(VOCABS)}")
         if name == "benchmark":
             qs = V.benchmark_questions(root / a.benchmarks_dir)
-            out[name] = V.benchmark_entities(qs, sorted(set(get("mesh")) | set(get("doid"))),
-                                             a.benchmark_min_chars)
+            terms = V.benchmark_entities(qs, sorted(set().union(*(get(v) for v in BENCHMARK_SOURCES))),
+                                         a.benchmark_min_chars)
+            out[name] = terms
+            shares[name] = {v: len(set(terms) & set(get(v))) / len(terms) if terms else 0.0
+                            for v in BENCHMARK_SOURCES if v in a.build_vocabs}
         else:
             out[name] = get(name)
-    return out
+    return out, shares
 
 
 def run_amcs(cfg: EntityMapConfig, tree) -> tuple[list[dict], dict]:
-    from tasks.mapping.coverage import coverage_row
+    from tasks.mapping.coverage import coverage_row, provenance
     from tasks.mapping.vocab import norm_term
     from tasks.tree.embed import embed
     a = cfg.amcs
@@ -133,7 +148,7 @@ def run_amcs(cfg: EntityMapConfig, tree) -> tuple[list[dict], dict]:
     ref_full = sorted({norm_term(n.name) for n in tree.nodes.values() if n.kind == "entity"}
                       | {norm_term(n.members[0]) for n in tree.nodes.values() if n.kind == "entity"})
     ref = _sample(ref_full, a.max_ref_terms, cfg.seed)
-    targets = load_targets(cfg)
+    targets, shares = load_targets(cfg)
     t_load = time.perf_counter() - t0
     kw = dict(model_path=a.model_path, batch_size=a.batch_size, threads=a.threads, seed=cfg.seed)
     ref_emb = embed(ref, **kw)
@@ -141,7 +156,8 @@ def run_amcs(cfg: EntityMapConfig, tree) -> tuple[list[dict], dict]:
     n_encoded = len(ref)
     for name, full in targets.items():
         terms = _sample(full, a.max_terms, cfg.seed)
-        rows.append(coverage_row(name, terms, embed(terms, **kw), ref, ref_emb, a.threshold, len(full)))
+        row = coverage_row(name, terms, embed(terms, **kw), ref, ref_emb, a.threshold, len(full))
+        rows.append({**row, **provenance(name, a.build_vocabs, shares.get(name))})
         n_encoded += len(terms)
     return rows, {"amcs_vocab_load_s": round(t_load, 2),
                   "amcs_s": round(time.perf_counter() - t0, 2), "amcs_terms_encoded": n_encoded,
@@ -196,28 +212,32 @@ def map_corpus(cfg: EntityMapConfig, out: Path, sink: StageSink) -> MapResult:
     write_json(out / "sparse_domains.json", {"bottom_n": cfg.sparse_bottom_n, "domains": sparse})
 
     # AMCS
-    amcs_rows, amcs_info = ([], {})
+    amcs_rows, amcs_info, amcs_mean = ([], {}, {})
     if cfg.amcs.enabled:
-        from tasks.mapping.coverage import render_table
+        from tasks.mapping.coverage import independent_mean, render_table
         amcs_rows, amcs_info = run_amcs(cfg, tree)
+        amcs_mean = independent_mean(amcs_rows)
         enc = cfg.amcs.model_path or "all-MiniLM-L6-v2"
         write_json(out / "amcs.json", {"encoder": enc, "threshold": cfg.amcs.threshold,
                                        "max_terms": cfg.amcs.max_terms, "seed": cfg.seed,
-                                       "rows": amcs_rows, **{k: v for k, v in amcs_info.items()
-                                                             if not k.endswith("_s")}})
-        (out / "amcs.md").write_text(render_table(amcs_rows, cfg.amcs.threshold, enc), encoding="utf-8")
+                                       "build_vocabs": list(cfg.amcs.build_vocabs),
+                                       "rows": amcs_rows, "independent_mean": amcs_mean,
+                                       **{k: v for k, v in amcs_info.items() if not k.endswith("_s")}})
+        (out / "amcs.md").write_text(render_table(amcs_rows, cfg.amcs.threshold, enc, cfg.amcs.build_vocabs),
+                                     encoding="utf-8")
 
     summary = dict(
         hits=sc["hits"], distinct_entities_hit=len(entity_rows),
         tree_entities=sum(n.kind == "entity" for n in tree.nodes.values()),
-        stop_keys_configured=len(cfg.stop_keys),
+        stop_keys=stop_key_report(matcher, tree, cfg.stop_keys),
         docs_without_hits=sc["docs_without_hits"], docs_with_hits=len(doc_ids) - sc["docs_without_hits"],
         text_bytes=sc["text_bytes"], automaton_keys=matcher.size, key_collisions=matcher.collisions,
         gini_before=balance["before"]["gini"], gini_after=balance["after"]["gini"],
         entropy_norm_before=balance["before"]["entropy_norm"],
         entropy_norm_after=balance["after"]["entropy_norm"],
-        amcs={r["target"]: {"forward": r["forward"], "backward": r["backward"], "size": r["size"]}
-              for r in amcs_rows})
+        amcs={r["target"]: {"forward": r["forward"], "backward": r["backward"], "size": r["size"],
+                            "independent": r["independent"]} for r in amcs_rows},
+        amcs_independent_mean=amcs_mean)
     # MB/s from the scan timings (the runner's throughput would divide by the AMCS time too)
     timings = {"automaton_build_s": build_s, "scan_pass_s": pass_s, "scan_only_s": sc["scan_s"],
                "scan_mb_per_s": sc["text_bytes"] / 1e6 / max(sc["scan_s"], 1e-9),
@@ -227,9 +247,17 @@ def map_corpus(cfg: EntityMapConfig, out: Path, sink: StageSink) -> MapResult:
     for vocab, row in summary["amcs"].items():
         metrics.update({f"amcs.forward.{vocab}": row["forward"], f"amcs.backward.{vocab}": row["backward"],
                         f"amcs.size.{vocab}": row["size"]})
-    amcs = " ".join(f"{v}={r['forward']:.2f}/{r['backward']:.2f}" for v, r in summary["amcs"].items())
+    if amcs_mean.get("targets"):
+        metrics.update({"amcs.forward.independent_mean": amcs_mean["forward"],
+                        "amcs.backward.independent_mean": amcs_mean["backward"]})
+    # "*": not independent evidence (used to build the tree, or partly drawn from such a vocabulary)
+    amcs = " ".join(f"{v}{'' if r['independent'] else '*'}={r['forward']:.2f}/{r['backward']:.2f}"
+                    for v, r in summary["amcs"].items())
+    stop = summary["stop_keys"]
     line = (f"read={sink.read} kept={sink.kept_inputs} rejected={sink.rejected.count} hits={sc['hits']} "
             f"entities_hit={len(entity_rows)} no_hits={sc['docs_without_hits']} "
+            f"stop-key entities={stop['entities_affected']} (kept {stop['abbreviation_hits']} upper-case hits, "
+            f"suppressed {stop['suppressed_hits']}) "
             f"scan={timings['scan_mb_per_s']:.1f} MB/s gini {summary['gini_before']:.3f}->{summary['gini_after']:.3f} "
             f"amcs(fwd/bwd) {amcs}")
     return MapResult(summary, metrics, line)

@@ -12,7 +12,9 @@ casefold + whitespace collapse, the string-matching normalisation applied before
   DOID term lists (same word-boundary matcher as the corpus scan, terms >= min_chars), the set of
   distinct terms found. Why: the paper's "Clinical Knowledge Data" are entities of clinical
   benchmarks; scanning with the tree's own automaton would make forward coverage 1.0 by
-  construction, so the extractor must not know the tree.
+  construction, so the extractor must not know the tree. It still shares the MeSH/DOID strings: when
+  the tree is built with one of them (amcs.build_vocabs), the benchmark row is partly derived from
+  it and not independent evidence (tasks/mapping/coverage.py `provenance`).
 """
 
 from __future__ import annotations

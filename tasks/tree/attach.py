@@ -23,6 +23,14 @@ Two attachers behind one interface (`decide_batch(entities, vectors) -> [Decisio
   Several valid paths in one reply are a conflict. A path's trailing element(s) may name the entity
   itself; the parse accepts the name of any entity of the batch there (one parse serves the batch), and
   the decision then checks it names this entity (if not: unclassified, `llm_invalid_path`).
+  The prompt's tree is at most `tree_max_chars` characters (the local model's context). When the frozen
+  core's paths do not fit, each entity is shown the part most relevant to it (`CoreView`): its type
+  node's subtree first, then the other categories nearest to its embedding by cosine (within the
+  subtree too, if that alone is too long), in tree order, with a last line saying how many paths are
+  shown of how many. Nothing is cut silently: every decision carries its view, the attachment and
+  unclassified records say how many core paths were shown of how many and whether the chosen parent
+  was among them, and `stats` counts truncated prompts, cut type branches, answers naming a path that
+  was not shown and entities left unclassified after a truncated prompt.
 """
 
 from __future__ import annotations
@@ -49,6 +57,20 @@ class Candidate:
                 "via": self.via}
 
 
+@dataclass(frozen=True)
+class CoreView:
+    """The part of the frozen core one LLM prompt shows."""
+    text: str                      # category paths, one per line, in tree order (+ a note when cut)
+    shown: frozenset[str]          # category ids shown, with their ancestors (a path names them)
+    n_shown: int                   # path lines shown
+    n_available: int               # category paths in the frozen core
+    branch_complete: bool          # the entity's whole type subtree was shown (True without a type node)
+
+    @property
+    def truncated(self) -> bool:
+        return self.n_shown < self.n_available
+
+
 @dataclass
 class Decision:
     entity: Entity
@@ -57,6 +79,7 @@ class Decision:
     reason: str = ""                          # unclassified reason (empty when attached)
     detail: str = ""
     raw: list[str] = field(default_factory=list)   # LLM replies, in order
+    view: CoreView | None = None              # llm: the part of the core the prompt showed
 
     @property
     def attached(self) -> bool:
@@ -160,6 +183,10 @@ REPAIR = ("Your answer could not be used: {problem}. Answer again for the medica
           "tree paths listed above, copied exactly, and Entity is that noun.")
 
 
+TRUNCATION_NOTE = "... ({shown} of {available} category paths shown: {which})"
+NOTE_RESERVE = 120        # characters of the budget kept for the note (its longest form is ~95)
+
+
 class LLMAttacher:
     method = "llm"
 
@@ -168,13 +195,59 @@ class LLMAttacher:
         self.core = core
         self.tree_max_chars = tree_max_chars
         self.stats = {"asked": 0, "parsed_first": 0, "parsed_after_repair": 0, "repairs": 0,
-                      "unclassifiable": 0, "failed": 0}
+                      "unclassifiable": 0, "failed": 0,
+                      "core_paths_available": 0,       # category paths in the frozen core
+                      "core_paths_shown_mean": 0.0,    # per prompt
+                      "prompts_truncated": 0,          # prompts that showed fewer paths than available
+                      "type_branch_cut": 0,            # ... not even the entity's whole type subtree
+                      "answer_not_shown": 0,           # attached under a core path the prompt did not show
+                      "unclassified_after_truncation": 0}
+        self._shown_total = 0
+        self._branches: dict[str, frozenset[str]] = {}
+        self.ids = [nid for nid in core.ids if nid != ROOT_ID]
+        self.paths = {nid: core.tree.path(nid) for nid in self.ids}
+        self.order = {nid: i for i, nid in enumerate(self.ids)}
+        self.full_text = "\n".join(self.paths[nid] for nid in self.ids)
+        self.stats["core_paths_available"] = len(self.ids)
 
-    def messages(self, e: Entity) -> list[dict[str, str]]:
-        start = self.core.type_nodes.get(e.type)
-        tree = self.core.render_paths(start, self.tree_max_chars)
+    def branch(self, start: str | None) -> frozenset[str]:
+        """The category ids of the subtree under `start` (the entity's type node); empty for none."""
+        if not start or start == ROOT_ID:
+            return frozenset()
+        if start not in self._branches:       # once per type node, not per entity
+            self._branches[start] = frozenset(nid for nid in self.ids
+                                              if nid == start or start in self.core.tree.ancestors(nid))
+        return self._branches[start]
+
+    def core_view(self, e: Entity, q: np.ndarray | None = None) -> CoreView:
+        """The frozen core's paths for `e` within `tree_max_chars`: all of them if they fit, else the
+        type subtree first, then by cosine to `q` (tree order without `q`), shown in tree order."""
+        ids, n = self.ids, len(self.ids)
+        if not self.tree_max_chars or len(self.full_text) <= self.tree_max_chars:
+            return CoreView(self.full_text, frozenset(ids), n, n, True)
+        branch = self.branch(self.core.type_nodes.get(e.type))
+        sims = dict(zip(ids, (round(float(v), 6) for v in self.core.similarity(q, ids)))) if q is not None \
+            else {}
+        ranked = sorted(ids, key=lambda i: (i not in branch, -sims.get(i, 0.0), self.order[i]))
+        budget, used, chosen = self.tree_max_chars - NOTE_RESERVE, 0, []
+        for nid in ranked:                     # greedy: a shorter path may still fit after a long one did not
+            cost = len(self.paths[nid]) + 1
+            if used + cost <= budget:
+                chosen.append(nid)
+                used += cost
+        chosen.sort(key=self.order.__getitem__)
+        which = " and ".join([*(["this noun's type branch"] if branch else []),
+                              *(["those nearest to this noun"] if q is not None else [])])
+        note = TRUNCATION_NOTE.format(shown=len(chosen), available=n, which=which or "the first in tree order")
+        text = "\n".join([*(self.paths[i] for i in chosen), note])
+        shown = set(chosen)
+        for nid in chosen:
+            shown.update(a for a in self.core.tree.ancestors(nid) if a != ROOT_ID)
+        return CoreView(text, frozenset(shown), len(chosen), n, branch <= set(chosen))
+
+    def messages(self, e: Entity, view: CoreView) -> list[dict[str, str]]:
         return [{"role": "system", "content": SYSTEM},
-                {"role": "user", "content": PROMPT.format(tree=tree, entity=e.text)}]
+                {"role": "user", "content": PROMPT.format(tree=view.text, entity=e.text)}]
 
     @staticmethod
     def entity_names(e: Entity) -> set[str]:
@@ -232,9 +305,11 @@ class LLMAttacher:
                 raise ValueError(_problem_text(problem, info))
             return reply
 
-        answers = ask_parsed(self.client, [self.messages(e) for e in entities], parse, REPAIR) if entities else []
+        views = [self.core_view(e, vectors[i] if vectors is not None else None) for i, e in enumerate(entities)]
+        answers = ask_parsed(self.client, [self.messages(e, v) for e, v in zip(entities, views)], parse,
+                             REPAIR) if entities else []
         out: list[Decision] = []
-        for e, a in zip(entities, answers):
+        for e, a, view in zip(entities, answers, views):
             self.stats["asked"] += 1
             f = a.failure
             if a.ok:
@@ -258,13 +333,28 @@ class LLMAttacher:
                 d = Decision(e, self.method, reason=f"llm_{p2}", detail=f"first reply: {p1} {i1}; repair: {p2} {i2}",
                              raw=[f["raw"], f["raw_repair"]])
             self.stats["repairs"] += a.repaired if a.ok else f["kind"] != "request_failed"
+            d.view = view
             out.append(d)
-        for d in out:
-            if d.reason == "llm_unclassifiable":
-                self.stats["unclassifiable"] += 1
-            elif d.reason:
-                self.stats["failed"] += 1
+        self.count(out)
         return out
+
+    def count(self, decisions: list[Decision]) -> None:
+        """Add a decided batch to `stats`: outcomes, and what each prompt's core view left out."""
+        s = self.stats
+        for d in decisions:
+            v = d.view
+            self._shown_total += v.n_shown
+            s["prompts_truncated"] += v.truncated
+            s["type_branch_cut"] += not v.branch_complete
+            if d.attached and any(c.node_id not in v.shown for c in d.candidates):
+                s["answer_not_shown"] += 1
+            if not d.attached and v.truncated:
+                s["unclassified_after_truncation"] += 1
+            if d.reason == "llm_unclassifiable":
+                s["unclassifiable"] += 1
+            elif d.reason:
+                s["failed"] += 1
+        s["core_paths_shown_mean"] = round(self._shown_total / s["asked"], 2) if s["asked"] else 0.0
 
 
 def _problem_text(problem: str, info: str) -> str:
@@ -281,10 +371,17 @@ class AttachResult:
     batches: int = 0
 
 
-def unclassified_record(e: Entity, reason: str, detail: str, method: str, raw: list[str] | None = None
-                        ) -> dict:
+def view_record(view: CoreView | None) -> dict:
+    """How much of the frozen core an LLM prompt showed ({} for a local decision)."""
+    if view is None:
+        return {}
+    return {"core_paths_shown": view.n_shown, "core_paths_available": view.n_available}
+
+
+def unclassified_record(e: Entity, reason: str, detail: str, method: str, raw: list[str] | None = None,
+                        view: CoreView | None = None) -> dict:
     rec = {"entity": e.norm, "text": e.text, "type": e.type, "count": e.count, "rows": len(e.rows),
-           "reason": reason, "detail": detail, "method": method}
+           "reason": reason, "detail": detail, "method": method, **view_record(view)}
     if raw:
         rec["raw_replies"] = raw
     return rec
@@ -314,7 +411,7 @@ def attach_all(entities: list[Entity], vectors: np.ndarray | None, core: FrozenC
         for d in decisions:
             if not d.attached:
                 res.unclassified.append(unclassified_record(d.entity, d.reason or "no_candidate",
-                                                            d.detail, d.method, d.raw))
+                                                            d.detail, d.method, d.raw, d.view))
                 continue
             node = keep.get(id(d), d.candidates[0].node_id)
             chosen = next(c for c in d.candidates if c.node_id == node)
@@ -323,7 +420,8 @@ def attach_all(entities: list[Entity], vectors: np.ndarray | None, core: FrozenC
                 "entity": e.norm, "text": e.text, "type": e.type, "count": e.count, "rows": len(e.rows),
                 "node_id": node, "path": core.tree.path(node), "method": d.method,
                 "similarity": chosen.similarity, "reason": chosen.reason, "conflict": len(d.candidates) > 1,
-                "batch": b})
+                "batch": b, **view_record(d.view),
+                **({"parent_shown": node in d.view.shown} if d.view is not None else {})})
             buffer.append((e, node))
         res.audits.extend(audits)
         if core.tree.fingerprint() != core.fingerprint:   # never: decisions only read the core

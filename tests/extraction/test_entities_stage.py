@@ -82,8 +82,12 @@ def test_stage_local_end_to_end(kept_dir, tmp_path):
         for e in m["entities"]:
             counts[e["norm"]] = counts.get(e["norm"], 0) + 1
     for r in table:
-        assert set(r) == {"norm", "text", "type", "count", "doc_count"}
-        assert r["count"] == counts[r["norm"]] >= 2 and r["doc_count"] >= 1
+        assert set(r) == {"norm", "text", "type", "types", "alt_types", "count", "doc_count"}
+        assert r["count"] == counts[r["norm"]] == sum(r["types"].values()) >= 2 and r["doc_count"] >= 1
+        assert r["type"] in r["types"] and r["type"] not in r["alt_types"]
+    # open typing: the eight vocabulary types are what the CRF learned
+    assert set(summary["crf_train"]["labels"]) >= {f"B-{t}" for t in ("Anatomy", "Disease", "Chemical", "Symptom")}
+    assert sum(summary["review_sample"].values()) == len(read_jsonl([out / "type_review_sample.jsonl"])) > 0
     docs_rej = read_jsonl(shard_paths(out / "rejected"))            # documents only
     ents_rej = read_jsonl(shard_paths(out / "rejected_entities"))   # the second unit, apart
     assert sorted(r["reason"] for r in docs_rej) == ["bad_json", "missing_field"]
@@ -97,6 +101,9 @@ def test_stage_local_end_to_end(kept_dir, tmp_path):
 
     ev = json.loads((out / "extraction_eval.json").read_text())
     assert set(ev["local"]["per_type"]) == {"Chemical", "Disease"} and ev["local"]["docs"] == 30
+    assert set(ev["dictionary"]["per_type"]) == {"Chemical", "Disease"}
+    # the fixture corpus is PubTator only, never weakly labelled: the gold augmentation taught the types
+    assert ev["typing"]["weak"]["train_sentences"] == 0 and ev["typing"]["gold_augmentation"]["added_by_type"]
     assert "llm" not in ev and ev["gold"]["train"]["excluded_test_pmids"] == 0
     assert (out / "crf_model.crfsuite").stat().st_size > 0 and (out / "llm_failures.jsonl").read_text() == ""
     assert json.loads((out / "summary.json").read_text()) == summary
@@ -134,7 +141,7 @@ def test_side_by_side_llm_goes_to_mlflow_not_to_the_outputs(kept_dir, tmp_path):
         runs[name] = (out, summary)
     (out_a, sum_a), (out_b, sum_b) = runs["a"], runs["b"]
     assert outputs(out_a) == outputs(out_b) and sum_a == sum_b
-    assert "llm_extract" not in sum_a and set(sum_a["eval_micro_f1"]) == {"local"}
+    assert "llm_extract" not in sum_a and set(sum_a["eval_micro_f1"]) == {"local", "dictionary"}
     assert sum_a["llm_failed_sentences"] == 0 and (out_a / "llm_failures.jsonl").read_text() == ""
     ev = json.loads((out_a / "extraction_eval.json").read_text())
     assert "llm" not in ev and "local_on_llm_sample" not in ev and "llm_sample_doc_ids" not in ev
@@ -184,7 +191,7 @@ def test_stage_llm_extractor_records_failures_and_caps_documents(tmp_path):
     kept = tmp_path / "quality"
     w = ShardedJsonlWriter(kept / "kept")
     texts = ["Migraine attacks improved. Headache returned later.", "Asthma worsened after exercise.",
-             "GARBLE text here. Second sentence.", "Diabetes mellitus was treated.", "Migraine again.",
+             "GARBLE text here. Second sentence.", "GARBLE only, one sentence.", "Migraine again.",
              "Never read: beyond the cap."]
     for i, t in enumerate(texts):
         w.write(make_record("medquad", i, t))
@@ -195,16 +202,21 @@ def test_stage_llm_extractor_records_failures_and_caps_documents(tmp_path):
                               "llm_extract.batch_sentences=1", "llm_extract.constrained_json=false",
                               "eval.llm_docs=2", f"llm.base_url={ep.url}", f"llm.cache_dir={tmp_path / 'c'}",
                               "llm.max_retries=0", *FAST])
+    # a document keeps the entities of its parsed sentences; only one with none parsed is rejected
     assert (summary["read"], summary["kept"], summary["rejected"]) == (5, 4, 1)
     assert summary["stopped_at_cap"] == 5 and summary["rejected_by_reason"] == {"extraction_failed": 1}
+    assert summary["docs_partially_extracted"] == 1 and summary["sentences_failed"] == 2
     (rej,) = read_jsonl(shard_paths(out / "rejected"))
-    # one request per sentence: only the GARBLE sentence fails (twice: first reply and repair)
-    assert rej["record"]["text"].startswith("GARBLE") and len(rej["failures"]) == 1
+    # one request per sentence: a GARBLE sentence fails (twice: first reply and repair)
+    assert rej["record"]["text"].startswith("GARBLE only") and len(rej["failures"]) == 1
     f = rej["failures"][0]
     assert f["sentence"] == 0 and f["raw"] == f["raw_repair"] == "I am sorry, I cannot help with that."
-    assert rej["detail"] == "1 of 2 sentences failed"
+    assert rej["detail"] == "1 of 1 sentences failed"
+    (partial,) = [m for m in read_jsonl(shard_paths(out / "mentions")) if "failed_sentences" in m]
+    assert partial["failed_sentences"] == 1
+    assert [e["text"] for e in partial["entities"]] == ["Second"]
     fails = read_jsonl([out / "llm_failures.jsonl"])
-    assert [f["phase"] for f in fails] == ["corpus"] and summary["llm_failed_sentences"] == 1
+    assert [f["phase"] for f in fails] == ["corpus", "corpus"] and summary["llm_failed_sentences"] == 2
     table = {r["norm"]: r for r in read_jsonl([out / "entities.jsonl"])}
     assert table["migraine"]["count"] == 2 and table["migraine"]["type"] == "Disease"
     ms = read_jsonl(shard_paths(out / "mentions"))

@@ -77,7 +77,7 @@ def test_entity_table_counts_majority_and_filters():
         t.add_document(d)
     kept, rejected = t.filtered(min_entity_count=2, min_type_entities=2)
     assert t.row("aspirin") == {"norm": "aspirin", "text": "aspirin", "type": "Chemical", "count": 4,
-                                "doc_count": 3}
+                                "doc_count": 3, "types": {"Chemical": 3, "Disease": 1}, "alt_types": []}
     # rare (1 mention) -> rare_entity first; then every type keeps 1 entity (< 2) -> rare_type
     assert kept == []
     assert {r["norm"]: r["reason"] for r in rejected} == {"rare": "rare_entity", "aspirin": "rare_type",
@@ -105,4 +105,4 @@ def test_entity_rejections_are_rejection_entries_of_their_own_unit(tmp_path):
     assert empty["reason"] == "empty" and empty["source"] == "medquad" and empty["record"]["doc_id"] == "d1"
     assert rare == {"reason": "rare_entity", "detail": "seen 1 times < min_entity_count 2", "id": None,
                     "source": None, "record": {"norm": "rare", "text": "rare", "type": "Disease", "count": 1,
-                                               "doc_count": 1}}
+                                               "doc_count": 1, "types": {"Disease": 1}, "alt_types": []}}

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.mapping.coverage import amcs, coverage_row, max_cosine, render_table
+from tasks.mapping.coverage import (
+    amcs,
+    coverage_row,
+    independent_mean,
+    max_cosine,
+    provenance,
+    render_table,
+)
 from tasks.mapping.vocab import benchmark_entities, load_doid, norm_term
 
 
@@ -36,6 +43,59 @@ def test_coverage_row_and_table():
     assert row["forward_exact"] == 0.5 and row["backward_exact"] == 1.0 and row["full_size"] == 10
     md = render_table([row], 0.9, "enc")
     assert "| toy | 2 (10) | 0.50 | 1.00 |" in md
+
+
+def test_build_vocabularies_are_marked_and_left_out_of_the_mean():
+    rows = [{**coverage_row(name, ["a"], unit([1, 0]), ["a"], unit(v), 0.9, 5), **prov}
+            for name, v, prov in [("doid", [1, 0], provenance("doid", ["mesh"])),
+                                  ("mesh", [1, 0], provenance("mesh", ["mesh"])),
+                                  ("hpo", [0, 1], provenance("hpo", ["mesh"])),
+                                  ("benchmark", [1, 0], provenance("benchmark", ["mesh"], {"mesh": 0.625}))]]
+    ind = {r["target"]: (r["independent"], r["why"]) for r in rows}
+    assert ind == {"doid": (True, ""), "mesh": (False, "used to build the tree"), "hpo": (True, ""),
+                   "benchmark": (False, "partly derived from a build vocabulary: 62% of its terms are mesh terms")}
+    assert rows[3]["derived_from"] == {"mesh": 0.625}
+    assert provenance("benchmark", ["mesh"], {"mesh": 0.0}) == {"independent": True, "why": ""}
+    # the summary figure: doid (forward 1) and hpo (forward 0) only, though mesh and benchmark are 1.0
+    assert independent_mean(rows) == {"targets": ["doid", "hpo"], "excluded": ["mesh", "benchmark"],
+                                      "forward": 0.5, "backward": 0.5}
+    md = render_table(rows, 0.9, "enc", ["mesh"])
+    assert "Vocabularies used to build the tree: mesh." in md
+    assert "| doid | 1 (5) | 1.00 | 1.00 |" in md and md.count("| yes |") == 2
+    assert "| mesh | 1 (5) | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | 1.00 | near-equivalent sets | " \
+           "**no**: used to build the tree |" in md
+    assert "| **no**: partly derived from a build vocabulary: 62% of its terms are mesh terms |" in md
+    assert "Mean over the independent targets (doid, hpo): forward 0.50, backward 0.50." in md
+    only_built = [r for r in rows if not r["independent"]]
+    assert independent_mean(only_built)["forward"] is None
+    assert "No independent target" in render_table(only_built, 0.9, "enc", ["mesh"])
+
+
+def test_benchmark_share_of_build_vocabulary_terms(tmp_path):
+    from tasks.mapping.run import EntityMapConfig, load_targets
+    (tmp_path / "vocab").mkdir()
+    (tmp_path / "vocab" / "d.obo").write_text("[Term]\nid: DOID:1\nname: lung cancer\n\n"
+                                               "[Term]\nid: DOID:2\nname: asthma\n", encoding="utf-8")
+    (tmp_path / "vocab" / "m.txt").write_text("Tree Number\tDesc Ui\tTerm\nC08\tD1\tAsthma\n"
+                                               "C04\tD2\tNeoplasms\nC10\tD3\tMigraine Disorders\n",
+                                               encoding="utf-8")
+    (tmp_path / "b" / "medqa").mkdir(parents=True)
+    (tmp_path / "b" / "medqa" / "medqa_input.jsonl").write_text(
+        '{"question": "Asthma or lung cancer or neoplasms?"}\n{"question": "A smoker with asthma."}\n',
+        encoding="utf-8")
+    cfg = EntityMapConfig(data_root=str(tmp_path))
+    cfg.amcs.doid, cfg.amcs.mesh, cfg.amcs.benchmarks_dir = "vocab/d.obo", "vocab/m.txt", "b"
+    cfg.amcs.vocabs = ["mesh", "benchmark"]
+    targets, shares = load_targets(cfg)
+    assert targets["benchmark"] == ["asthma", "lung cancer", "neoplasms"]
+    assert shares == {"benchmark": {"mesh": 2 / 3}}              # asthma, neoplasms are MeSH terms
+    cfg.amcs.build_vocabs = ["mesh", "doid"]
+    assert load_targets(cfg)[1] == {"benchmark": {"mesh": 2 / 3, "doid": 2 / 3}}
+    cfg.amcs.build_vocabs = []
+    assert load_targets(cfg)[1] == {"benchmark": {}}
+    cfg.amcs.build_vocabs = ["umls"]
+    with pytest.raises(ValueError, match="amcs.build_vocabs: unknown vocabulary 'umls'"):
+        load_targets(cfg)
 
 
 def test_vocab_loaders_and_independent_benchmark_extraction(tmp_path):

@@ -11,11 +11,11 @@ from mapping.test_map_fixtures import RECORDS, tiny_tree, write_corpus, write_tr
 from tasks.tree.model import TreeError
 
 
-def run_stage(tree, kept, out, data_root, *extra):
+def run_stage(tree, kept, out, data_root, *extra, stop_keys="[]"):
     from tasks import entity_map
     from tasks.common.stage import main
     return main(entity_map.STAGE, [f"tree={tree}", f"in_dir={kept}", f"out_dir={out}", f"data_root={data_root}",
-                       "temperature=1.0", "sparse_bottom_n=3", "stop_keys=[]", *extra])
+                       "temperature=1.0", "sparse_bottom_n=3", f"stop_keys={stop_keys}", *extra])
 
 
 def test_stage_end_to_end(tmp_path, data_root):
@@ -58,7 +58,15 @@ def test_stage_end_to_end(tmp_path, data_root):
     amcs = json.loads((out / "amcs.json").read_text())
     (row,) = amcs["rows"]
     assert row["target"] == "doid" and row["size"] == 40 and 0 < row["forward"] <= 1 and 0 < row["backward"] <= 1
-    assert "| doid | 40 (" in (out / "amcs.md").read_text()
+    # DOID did not build the tree (default build_vocabs: [mesh]): independent, the summary mean is its own
+    assert row["independent"] is True and amcs["build_vocabs"] == ["mesh"]
+    assert amcs["independent_mean"] == {"targets": ["doid"], "excluded": [], "forward": row["forward"],
+                                        "backward": row["backward"]} == summary["amcs_independent_mean"]
+    md = (out / "amcs.md").read_text()
+    assert "| doid | 40 (" in md
+    assert md.rstrip().endswith(f"(doid): forward {row['forward']:.2f}, backward {row['backward']:.2f}.")
+    assert summary["stop_keys"] == {"configured": 0, "entities_affected": 0, "entities_never_matched": 0,
+                                    "abbreviation_hits": 0, "suppressed_hits": 0, "entities": {}}
     assert (out / "long_tail.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     import mlflow
@@ -67,6 +75,7 @@ def test_stage_end_to_end(tmp_path, data_root):
     m = run.data.metrics
     assert m["read"] == summary["read"] and m["hits"] == 10 and m["docs"] == summary["read"]
     assert m["amcs.forward.doid"] == row["forward"] and m["amcs.backward.doid"] == row["backward"]
+    assert m["amcs.forward.independent_mean"] == row["forward"]
     assert m["scan_mb_per_s"] > 0 and m["pass_mb_per_s"] > 0 and "input_mb" in m
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "entity_map")}
     assert {"entity_map/amcs.md", "entity_map/long_tail.png", "entity_map/sparse_domains.json"} <= arts
@@ -77,6 +86,27 @@ def test_stage_end_to_end(tmp_path, data_root):
     for name in ("balanced_manifest.jsonl", "frequencies.json", "amcs.json", "sparse_domains.json",
                  "doc_hits/part-00000.jsonl"):
         assert (out / name).read_bytes() == (out2 / name).read_bytes(), name
+
+
+def test_stop_keys_keep_the_abbreviation_and_report_what_they_drop(tmp_path, data_root):
+    """"ALL" (doc-3) stays acute lymphoblastic leukemia; "at all" (doc-4) is no longer a hit."""
+    tree = write_tree(tmp_path / "tree.json")
+    out = tmp_path / "entity_map"
+    summary = run_stage(tree, write_corpus(tmp_path / "kept"), out, data_root, "amcs.enabled=false",
+                        stop_keys='[all, "no", the]')   # "no" quoted: YAML reads no as false
+    assert summary["hits"] == 9 and summary["docs_without_hits"] == 3
+    assert summary["stop_keys"] == {
+        "configured": 3, "entities_affected": 1, "entities_never_matched": 0, "abbreviation_hits": 1,
+        "suppressed_hits": 1, "entities": {"all": {"name": "ALL", "node": "e:all", "frequency": 1, "keys": ["all"],
+                                                   "abbreviation_hits": 1, "suppressed_hits": 1}}}
+    rows = [json.loads(line) for line in open(out / "doc_hits" / "part-00000.jsonl")]
+    rows = {r["doc_id"]: r["hits"] for r in rows}
+    assert [h["norm"] for h in rows["doc-3"]] == ["all", "cisplatin"] and rows["doc-4"] == []
+
+    import mlflow
+    client = mlflow.MlflowClient()
+    m = client.search_runs([mlflow.get_experiment_by_name("medxiaohe-pipeline").experiment_id])[0].data.metrics
+    assert m["stop_keys.suppressed_hits"] == 1 and m["stop_keys.entities.all.abbreviation_hits"] == 1
 
 
 def test_tree_with_a_cycle_is_refused(tmp_path, data_root):

@@ -86,7 +86,12 @@ def test_llm_attacher_records_every_reply_kind(tmp_path):
     assert [a["entity"] for a in res.audits] == ["two-ent"]
     # one repair turn for the truncated, empty and invalid replies only; none for the rest
     assert att.stats == {"asked": 8, "parsed_first": 3, "parsed_after_repair": 1, "repairs": 3,
-                         "unclassifiable": 1, "failed": 3}
+                         "unclassifiable": 1, "failed": 3,
+                         # the whole core (3 paths) fits in 2000 characters: nothing cut
+                         "core_paths_available": 3, "core_paths_shown_mean": 3.0, "prompts_truncated": 0,
+                         "type_branch_cut": 0, "answer_not_shown": 0, "unclassified_after_truncation": 0}
+    assert all(r["core_paths_shown"] == r["core_paths_available"] == 3 for r in res.attachments + res.unclassified)
+    assert all(a["parent_shown"] for a in res.attachments)
     assert len(requests) == 8 + 3
     repair_prompt = [r["messages"] for r in requests if len(r["messages"]) > 2][0][-1]["content"]
     assert "cut off" in repair_prompt or "empty" in repair_prompt or "not in the tree" in repair_prompt
