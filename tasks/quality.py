@@ -15,6 +15,14 @@ Output (out_dir): kept/, rejected/, summary.json, rounds.json (per-round hold-ou
 precision, recall, classifier/verifier agreement), verifier_failures.json, quality_model.bin.
 Each round's metrics are logged to MLflow at step=round.
 
+The hold-out behind `final_accuracy` is half degraded copies and half verifier-labelled texts, i.e.
+made by what made the training labels. `real_eval` (on by default) adds accuracy on real text
+with labels from elsewhere, beside it: real_holdout.json and the `real_*` summary fields (curated
+sources vs the clean stage's rule rejections, leave-one-family-out; Wilson intervals), and
+review_sample.jsonl, a seeded sample for human labelling whose labels, once imported
+(`real_eval.review_labels`), give the `reviewed_*` fields. It never changes kept/, rejected/ or
+the model (tasks/corpus/quality/real_eval.py).
+
 Why: `verifier: local` (rules, no LLM) is the default because the embedded SmolLM2-135M is too
 small to judge quality (ARCHITECTURE.md "LLM roles"); `verifier: llm` asks the endpoint in the `llm:`
 section (base_url `local` starts the embedded llama.cpp server for the stage's duration).
@@ -30,7 +38,8 @@ from tasks.corpus.quality.run import QualityConfig, quality_filter
 def run(cfg: QualityConfig, ctx: StageContext) -> StageResult:
     sink = ctx.sink(cfg.shard_size)
     extra = quality_filter(cfg, sink, client=ctx.client, on_round=lambda r, m: ctx.log_metrics(m, step=r))
-    return StageResult(summary=extra, artifacts=["rounds.json", "verifier_failures.json", "quality_model.bin"])
+    return StageResult(summary=extra, artifacts=["rounds.json", "verifier_failures.json", "quality_model.bin",
+                                                 "real_holdout.json", "review_sample.jsonl"])
 
 
 STAGE = Stage("quality", QualityConfig, run, uses_llm=lambda cfg: cfg.verifier == "llm")

@@ -57,6 +57,8 @@ TEMPLATES: dict[str, tuple[str, str, str, str, str]] = {
     "has_complication": ("{t} is a possible complication of {h}.", "What is a possible complication of {h}?",
                          "Which condition can lead to the complication {t}?", "a complication of {h}",
                          "a condition that can be complicated by {t}"),
+    "located_in": ("{h} affects the {t}.", "Which part of the body does {h} affect?",
+                   "Which condition can affect the {t}?", "the body site of {h}", "a condition of the {t}"),
     "associated_with": ("{h} is associated with {t}.", "What is {h} associated with?",
                         "What is {t} associated with?", "something associated with {h}",
                         "something associated with {t}"),
@@ -67,9 +69,9 @@ TEMPLATES: dict[str, tuple[str, str, str, str, str]] = {
 PLURALS = {"caused_by": "causes", "treated_by": "treatments", "has_symptom": "symptoms",
            "diagnosed_by": "diagnostic tests", "prevented_by": "preventive measures",
            "has_risk_factor": "risk factors", "has_complication": "possible complications",
-           "associated_with": "associated entities", "co_occurs_with": "related entities"}
+           "located_in": "body sites", "associated_with": "associated entities", "co_occurs_with": "related entities"}
 DEFAULT_RELATIONS = ["caused_by", "treated_by", "has_symptom", "diagnosed_by", "prevented_by",
-                     "has_risk_factor", "has_complication", "associated_with"]
+                     "has_risk_factor", "has_complication", "located_in", "associated_with"]
 _BULLET = re.compile(r"^[\s\-–•*·,;:.]+|[\s,;:]+$")
 
 

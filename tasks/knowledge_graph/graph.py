@@ -10,6 +10,12 @@ Files (data/kg/):
     graph.npz     CSR adjacency over nodes: indptr (n+1), indices (neighbour node), edge_ids, weights,
                   forward (1 where the row node is the edge's head), cum_weights (running sum of
                   `weights` over the whole array, float64, for O(log d) weighted sampling)
+    rejected_edges/part-*.jsonl   edges whose relation's type signature their head / tail types
+                  break (tasks/knowledge_graph/signatures.py): one rejection entry per edge (reason,
+                  detail, the edge with its provenance and node types as the record); never in
+                  edges.jsonl or graph.npz
+    edge_precision.json, edge_review_sample.jsonl   edge precision against held-out CID gold and
+                  from reviewed labels; the sample to review (tasks/knowledge_graph/heldout.py, review.py)
 
 Every edge appears in the rows of both its ends (walks go either way along a relation; `forward`
 keeps the direction), so a row lists all incident edges, sorted by (neighbour, edge id).

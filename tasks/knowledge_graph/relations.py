@@ -1,17 +1,19 @@
 """The knowledge graph's relation vocabulary, sentence units, and the local (lexical) relation extractor.
 
 Relation vocabulary. One set of typed relations is shared by every edge source that types relations
-(the lexical patterns here, the LLM path in kg_llm.py, MedQuAD question types and PubTator CID), so
+(the lexical patterns here, the LLM path in llm.py, MedQuAD question types and PubTator CID), so
 an edge means the same thing whichever source produced it. Relations are condition-centred: the head
 is the condition (disease, disorder), the tail the other entity, as in "asthma has_symptom wheezing":
 
     caused_by, treated_by, has_symptom, diagnosed_by, prevented_by, has_risk_factor,
-    has_complication                      directed, head = condition
+    has_complication, located_in          directed, head = condition
     associated_with                       symmetric (head/tail stored in norm order)
     co_occurs_with                        symmetric, only from sentence co-occurrence statistics
 
 Active forms a model may answer with ("treats", "causes", "symptom_of", ...) are mapped to the
-canonical relation with head and tail swapped (`canonical_relation`).
+canonical relation with head and tail swapped (`canonical_relation`). Which entity types each
+relation may connect is written in tasks/knowledge_graph/signatures.py; every edge source's edges are
+checked against it before they enter the graph.
 
 Sentence units. A document's text is cut with the project's sentence splitter
 (tasks.extraction.common.split_sentences) and the entity_map hits (offsets into the record's text)
@@ -28,12 +30,18 @@ sentence (plus, for "symptoms of Y include X", the few words before the first hi
     "X for the diagnosis of Y"      Y diagnosed_by X    "X prevents Y"              Y prevented_by X
     "X is a risk factor for Y"      Y has_risk_factor X "Y complicated by X"        Y has_complication X
     "X is associated with Y"        X associated_with Y
+    "Y of / in the X"               Y located_in X      "Y affecting / located in the X"  Y located_in X
 
 The pattern must match the whole gap between the two hits (fullmatch), so an intervening entity or
 clause never produces an edge; a list after the right-hand entity ("..., X2 and X3") extends the
 same relation to each item; an abbreviation in parentheses right after an entity ("hypertension
 (HTN)") is folded into that entity's hit, whether or not the abbreviation is a tree entity itself. Why patterns: deterministic, explainable (each edge names its pattern),
 no model to download; recall is low by design, precision high. The LLM path types the same relations.
+The `located_in` patterns are the exception: "Y of the X" and "Y in the X" say "located in" only when
+X is a body part ("cancer of the breast", "pain in the chest"), and say something else otherwise
+("complications of diabetes", "hypertension in pregnancy"). They are kept because the signature
+check (located_in: Disease|Symptom -> Anatomy) rejects every non-anatomy tail, with the reason,
+so the pattern only has to find the syntax and the types decide.
 """
 
 from __future__ import annotations
@@ -45,7 +53,7 @@ import re
 from tasks.extraction.common import split_sentences
 
 DIRECTED = ("caused_by", "treated_by", "has_symptom", "diagnosed_by", "prevented_by", "has_risk_factor",
-            "has_complication")
+            "has_complication", "located_in")
 ASSOCIATED = "associated_with"
 CO_OCCURS = "co_occurs_with"
 RELATIONS = (*DIRECTED, ASSOCIATED)                  # what the pattern and LLM paths may return
@@ -60,6 +68,7 @@ RELATION_GLOSS = {
     "prevented_by": "the first entity is prevented by the second",
     "has_risk_factor": "the second entity raises the risk of the first",
     "has_complication": "the second entity is a complication of the first",
+    "located_in": "the first entity (a disease or symptom) is located in or affects the second (a body part)",
     "associated_with": "the two are associated, with no more specific relation stated",
 }
 
@@ -72,7 +81,9 @@ _ALIASES = {
     "diagnoses": ("diagnosed_by", True), "detects": ("diagnosed_by", True),
     "prevents": ("prevented_by", True), "risk_factor_of": ("has_risk_factor", True),
     "risk_factor_for": ("has_risk_factor", True), "increases_risk_of": ("has_risk_factor", True),
-    "complication_of": ("has_complication", True), "associated": (ASSOCIATED, False),
+    "complication_of": ("has_complication", True), "location": ("located_in", False),
+    "located_at": ("located_in", False), "occurs_in": ("located_in", False), "found_in": ("located_in", False),
+    "affects": ("located_in", False), "site_of": ("located_in", True), "associated": (ASSOCIATED, False),
     "related_to": (ASSOCIATED, False),
 }
 
@@ -172,6 +183,7 @@ class Pattern:
 _PAREN = r"\s*(?:\([^()]{0,40}\)\s*)?"      # "Y (ABC) caused by X": an abbreviation in the gap is fine
 _ART = r"(?:(?:the|an?)\s+)?"
 _AUX = r"(?:(?:is|are|was|were|be|been|being|has been|have been|may be|can be|often|usually|commonly|mainly|mostly|frequently|probably|possibly|typically|sometimes)\s+)"
+_SIDE = r"(?:(?:left|right|upper|lower|both|inner|outer|middle)\s+)?"     # "pain in the left arm"
 _GROUP = r"(?:patients|subjects|children|adults|women|men|infants|rats|mice|individuals|people|volunteers|cases)"
 
 
@@ -244,6 +256,14 @@ PATTERNS: tuple[Pattern, ...] = (
     _p("x_associated_with_y", ASSOCIATED, "left",
        _AUX + r"{0,3}(?:(?:strongly|significantly|closely|frequently|often)\s+)?(?:associated|linked|"
        r"correlated)\s+with\s+" + _ART),
+    # located_in: the syntax alone is ambiguous; the signature check keeps only anatomy tails (docstring)
+    _p("y_located_in_x", "located_in", "left",
+       r"(?:(?:is|are|was|were)\s+)?(?:(?:usually|mainly|mostly|often|typically)\s+)?(?:located|found|situated|"
+       r"seen|occurring|occurs?|arising|originating|localized|localised)\s+(?:in|on|at|within)\s+" + _ART + _SIDE),
+    _p("y_affecting_x", "located_in", "left",
+       r"(?:(?:that|which)\s+)?(?:affecting|affects?|affected|involving|involves?|involved)\s+" + _ART + _SIDE),
+    _p("y_of_x", "located_in", "left", r"of\s+" + _ART + _SIDE),
+    _p("y_in_x", "located_in", "left", r"in\s+(?:the\s+)?" + _SIDE),
 )
 
 _LIST_SEP = re.compile(r"\s*(?:,|;|,?\s+and|,?\s+or|,?\s+and/or)\s+" + _ART + r"|\s*,\s*", re.IGNORECASE)

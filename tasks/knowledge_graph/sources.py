@@ -14,7 +14,9 @@ PubTator CID: each relation {chemical: MeSH, disease: MeSH} is resolved inside i
 the MeSH id's single-concept mentions (composite "D1|D2" mentions name several concepts and are not
 used), resolved to tree entities; the most-mentioned one represents the concept (ties: the longer,
 then the alphabetically first norm). Edge: disease caused_by chemical. A relation whose side has no
-mention or no tree entity is rejected with that reason, counted in summary.json.
+mention or no tree entity is rejected with that reason, counted in summary.json. The documents of the
+seeded held-out share (tasks/knowledge_graph/heldout.py) are resolved the same way, but their
+relations are gold for measuring edge precision, counted `heldout`, and never become edges.
 
 MedQuAD: the focus entity is linked to every distinct tree entity hit in the answer (the text after
 the question) except its own abbreviation ("Tuberculosis (TB)"), with the relation given by the question type (`qtype_relations`, e.g. symptoms ->
@@ -147,9 +149,10 @@ def _pick(counter: Counter, names: Sequence[str]) -> int:
     return min(counter, key=lambda i: (-counter[i], -len(names[i]), names[i]))
 
 
-def cid_relations(meta: dict, lookup: TreeLookup, names: Sequence[str], tally: Counter
+def cid_relations(meta: dict, lookup: TreeLookup, names: Sequence[str], tally: Counter, kept_as: str = "kept"
                   ) -> list[tuple[int, int, str]]:
-    """(disease node, chemical node, "chemMeSH>disMeSH") per usable CID relation of one document."""
+    """(disease node, chemical node, "chemMeSH>disMeSH") per usable CID relation of one document;
+    usable relations are counted as `kept_as` ("heldout" for a document kept out as gold)."""
     by_mesh: dict[str, Counter] = defaultdict(Counter)
     mentioned: set[str] = set()
     composite: set[str] = set()
@@ -186,7 +189,7 @@ def cid_relations(meta: dict, lookup: TreeLookup, names: Sequence[str], tally: C
             tally[f"rejected.{reason}"] += 1
             continue
         seen.add((d, c))
-        tally["kept"] += 1
+        tally[kept_as] += 1
         out.append((d, c, f"{chem}>{dis}"))
     return out
 

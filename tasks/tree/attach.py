@@ -380,7 +380,7 @@ def view_record(view: CoreView | None) -> dict:
 
 def unclassified_record(e: Entity, reason: str, detail: str, method: str, raw: list[str] | None = None,
                         view: CoreView | None = None) -> dict:
-    rec = {"entity": e.norm, "text": e.text, "type": e.type, "count": e.count, "rows": len(e.rows),
+    rec = {"entity": e.norm, "text": e.text, "type": e.type, "count": e.count, "rows": e.input_rows,
            "reason": reason, "detail": detail, "method": method, **view_record(view)}
     if raw:
         rec["raw_replies"] = raw
@@ -417,7 +417,7 @@ def attach_all(entities: list[Entity], vectors: np.ndarray | None, core: FrozenC
             chosen = next(c for c in d.candidates if c.node_id == node)
             e = d.entity
             res.attachments.append({
-                "entity": e.norm, "text": e.text, "type": e.type, "count": e.count, "rows": len(e.rows),
+                "entity": e.norm, "text": e.text, "type": e.type, "count": e.count, "rows": e.input_rows,
                 "node_id": node, "path": core.tree.path(node), "method": d.method,
                 "similarity": chosen.similarity, "reason": chosen.reason, "conflict": len(d.candidates) > 1,
                 "batch": b, **view_record(d.view),

@@ -34,7 +34,12 @@ class Entity:
     type: str                      # type of the most frequent row
     count: int
     doc_count: int
-    rows: list[dict] = field(default_factory=list)   # [{"text", "type", "count"}] in input order
+    rows: list[dict] = field(default_factory=list)   # [{"text", "type", "count"(, "alt")}] in input order
+
+    @property
+    def input_rows(self) -> int:
+        """Input lines merged into this entity (alt-type rows are types of those lines, not lines)."""
+        return sum(not r.get("alt") for r in self.rows)
 
     @property
     def types(self) -> list[str]:
@@ -114,7 +119,8 @@ def read_entities(path: str | os.PathLike, max_entity_chars: int = 200
             ent.text, ent.type = top["text"], top["type"]
     entities = sorted(by_norm.values(), key=lambda e: (-e.count, e.norm))
     for e in entities:
-        e.rows = [{"text": r["text"], "type": r["type"], "count": r["count"]} for r in e.rows]
+        e.rows = [{"text": r["text"], "type": r["type"], "count": r["count"], **({"alt": True} if r.get("alt") else {})}
+                  for r in e.rows]
     return entities, rejected, read
 
 

@@ -158,7 +158,7 @@ def build_tree(cfg: EntityTreeConfig, out: Path, client=None) -> TreeResult:
     render_top(tree, out / "tree_top.png", max_tier=cfg.render.max_tier,
                max_children=cfg.render.max_children)
 
-    ent_rows = {e.norm: len(e.rows) for e in entities}
+    ent_rows = {e.norm: e.input_rows for e in entities}
     entity_nodes = [n for n in tree.nodes.values() if n.kind == ENTITY]
     rows_in_tree = sum(ent_rows[n.members[0]] for n in entity_nodes)
     reasons: dict[str, int] = {}

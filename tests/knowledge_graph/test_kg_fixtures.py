@@ -1,5 +1,9 @@
-"""Shared fixtures for the kg tests: a small valid tree, a few PubTator / MedQuAD / other records, and
-their doc_hits written the way entity_map writes them (the same EntityMatcher over the same tree)."""
+"""Shared fixtures for the kg tests: a small valid tree (tier 1 = entity types), a few PubTator /
+MedQuAD / other records, and their doc_hits written the way entity_map writes them (the same
+EntityMatcher over the same tree).
+
+With seed 1234 and the default heldout.cid_fraction 0.2, pt-1 gives cid edges and pt-3 is held out
+(its CID relations are the gold of the edge-precision tests; test_kg_precision checks both draws)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from tasks.mapping.automaton import EntityMatcher, tree_entries
 from tasks.tree.model import Node, Tree
 
 CATEGORIES = [("c1", "Disease", "c"), ("c1.1", "respiratory", "c1"), ("c1.2", "cardiovascular", "c1"),
-              ("c2", "Chemical", "c"), ("c3", "Symptom", "c"), ("c4", "Test", "c")]
+              ("c2", "Chemical", "c"), ("c3", "Symptom", "c"), ("c4", "Test", "c"), ("c5", "Anatomy", "c")]
 ENTITIES = {  # norm -> (category id, surface name, frequency)
     "asthma": ("c1.1", "Asthma", 9), "acute lymphoblastic leukemia": ("c1", "acute lymphoblastic leukemia", 4),
     "hypertension": ("c1.2", "hypertension", 8), "seizures": ("c1", "seizures", 3),
@@ -19,7 +23,7 @@ ENTITIES = {  # norm -> (category id, surface name, frequency)
     "albuterol": ("c2", "albuterol", 6), "aspirin": ("c2", "Aspirin", 4), "vincristine": ("c2", "vincristine", 2),
     "wheezing": ("c3", "wheezing", 5), "cough": ("c3", "cough", 7), "shortness of breath": ("c3", "shortness of breath", 3),
     "fever": ("c3", "fever", 6), "spirometry": ("c4", "spirometry", 2), "headache": ("c3", "headache", 1),
-    "htn": ("c1.2", "HTN", 1),
+    "htn": ("c1.2", "HTN", 1), "lung": ("c5", "lung", 2), "chest": ("c5", "chest", 2),
 }
 
 
@@ -59,9 +63,26 @@ PUBTATOR = rec("pt-1", "pubtator", PT_TEXT, mentions=[
                {"chemical": "D003042", "disease": "D012640", "type": "CID"},     # kept
                {"chemical": 7, "disease": None}])                               # malformed
 
+# Held out (seed 1234): its relations are gold, never edges. Pattern caused_by found here: seizures <-
+# lithium carbonate (gold), headache <- aspirin (gold), hypertension <- vincristine (not gold); gold
+# hypertension <- cocaine is missed. Co-occurring condition/chemical pairs: the 3 gold + 2 others.
+PT3_TEXT = ("Lithium carbonate-induced seizures were reported. Aspirin caused headache in one patient. "
+            "Albuterol and hypertension were unrelated. Vincristine-induced hypertension was not seen. "
+            "Cocaine use and hypertension were common.")
+PUBTATOR_HELDOUT = rec("pt-3", "pubtator", PT3_TEXT, mentions=[
+    _mention(PT3_TEXT, "Lithium carbonate", "D016651", "Chemical"), _mention(PT3_TEXT, "seizures", "D012640", "Disease"),
+    _mention(PT3_TEXT, "Aspirin", "D001241", "Chemical"), _mention(PT3_TEXT, "headache", "D006261", "Disease"),
+    _mention(PT3_TEXT, "Albuterol", "D000420", "Chemical"), _mention(PT3_TEXT, "hypertension", "D006973", "Disease"),
+    _mention(PT3_TEXT, "Vincristine", "D014750", "Chemical"), _mention(PT3_TEXT, "Cocaine", "D003042", "Chemical")],
+    relations=[{"chemical": "D016651", "disease": "D012640", "type": "CID"},
+               {"chemical": "D001241", "disease": "D006261", "type": "CID"},
+               {"chemical": "D003042", "disease": "D006973", "type": "CID"},
+               {"chemical": "D999999", "disease": "D006973", "type": "CID"}])    # chemical never mentioned
+
 Q1 = "What are the symptoms of Asthma ?"
 Q2 = "What are the treatments for Adult Acute Lymphoblastic Leukemia ?"
 Q3 = "What is (are) Asthma ?"
+Q6 = "What are the treatments for Hypertension ?"
 MEDQUAD = [
     rec("mq-1", "medquad", Q1 + "\n\nSymptoms of asthma include wheezing, cough and shortness of breath. "
         "A fever is unusual.", focus="Asthma", qtype="symptoms", question=Q1),
@@ -73,6 +94,10 @@ MEDQUAD = [
         question="What causes Unicorn Flu ?"),
     rec("mq-5", "medquad", "What are the symptoms of Asthma ?\n\nNo entity here.", focus="Asthma",
         qtype="symptoms", question=Q1),
+    # hypertension treated_by aspirin / lithium carbonate are kept; treated_by asthma (Disease -> Disease)
+    # breaks the signature and is rejected
+    rec("mq-6", "medquad", Q6 + "\n\nAspirin and lithium carbonate may help. Patients with asthma need care.",
+        focus="Hypertension", qtype="treatment", question=Q6),
 ]
 OTHER = [
     rec("ab-1", "medline", "Albuterol is used for the treatment of asthma. Asthma and albuterol again. "
@@ -81,8 +106,11 @@ OTHER = [
     rec("ab-3", "medline", "Hypertension caused by cocaine is well known. Asthma, cough, fever, wheezing, "
         "headache, seizures, aspirin and albuterol were listed."),
     rec("img-1", "vqa_rad", ""),
+    # located_in patterns: wheezing -> chest and asthma -> lung kept; hypertension -> asthma rejected
+    rec("ab-4", "medline", "Wheezing in the chest is typical of asthma. Hypertension in asthma is rare. "
+        "Asthma of the lung."),
 ]
-RECORDS = [PUBTATOR, *MEDQUAD, *OTHER]
+RECORDS = [PUBTATOR, PUBTATOR_HELDOUT, *MEDQUAD, *OTHER]
 BAD_LINES = ["{not json", json.dumps({"id": "x", "source": "test"})]
 
 
@@ -111,7 +139,26 @@ def write_inputs(root: Path, tree: Tree | None = None, records: list[dict] | Non
 
 def stage_args(paths: dict[str, Path], out: Path, *extra: str) -> list[str]:
     return [f"tree={paths['tree']}", f"in_dir={paths['in_dir']}", f"doc_hits_dir={paths['doc_hits_dir']}",
-            f"out_dir={out}", "cooccurrence.min_count=2", "cooccurrence.min_npmi=0.05", *extra]
+            f"out_dir={out}", "seed=1234", "cooccurrence.min_count=2", "cooccurrence.min_npmi=0.05", *extra]
+
+
+def run_stage(paths: dict[str, Path], out: Path, *extra: str) -> dict:
+    """The whole stage: config from params.yaml (no kg section needed) + overrides, MLflow, atomic dir."""
+    from tasks import kg
+    from tasks.common.stage import main
+    return main(kg.STAGE, stage_args(paths, out, *extra))
+
+
+def run_stage_once(tmp: Path, *extra: str) -> tuple[dict[str, Path], Path, dict]:
+    """(inputs, output dir, summary) of one stage run on the default fixtures, in its own MLflow store
+    (for module-scoped fixtures, which the per-test MLflow isolation of tests/conftest.py does not cover)."""
+    import pytest
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
+        mp.setenv("MEDX_MLFLOW_ARTIFACTS", (tmp / "artifacts").as_uri())
+        mp.delenv("MEDX_MLFLOW_PARENT_RUN_ID", raising=False)
+        paths = write_inputs(tmp / "in")
+        return paths, tmp / "kg", run_stage(paths, tmp / "kg", *extra)
 
 
 def read_jsonl(path: Path) -> list[dict]:

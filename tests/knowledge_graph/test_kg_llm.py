@@ -150,6 +150,10 @@ def test_constrained_json_sends_the_schema(tmp_path):
     check_accounting(ex)
 
 
+ANSWERS = {"Albuterol is used for the treatment of asthma.": [["Albuterol", "treats", "asthma"]],
+           "Lithium carbonate-induced seizures were reported.": [["Lithium carbonate", "causes", "seizures"]]}
+
+
 def test_stage_with_llm_relations_records_failures_and_keeps_going(tmp_path):
     from tasks import kg
     from tasks.common.stage import main
@@ -161,10 +165,10 @@ def test_stage_with_llm_relations_records_failures_and_keeps_going(tmp_path):
         lines = {int(k): v for k, v in re.findall(r"^Sentence(\d+): (.*)$", user, re.MULTILINE)}
         if "Hypertension caused by cocaine is well known." in lines.values():
             return 500, "", 0
-        target = [k for k, v in lines.items() if v == "Albuterol is used for the treatment of asthma."]
+        target = {k: ANSWERS[v] for k, v in lines.items() if v in ANSWERS}
         if not target:
             return 200, "Sentence0: none of them", 0                                   # prose, twice
-        answer = {f"Sentence{k}": [["Albuterol", "treats", "asthma"]] if k in target else "None" for k in lines}
+        answer = {f"Sentence{k}": target.get(k, "None") for k in lines}
         text = str(answer)                                         # Python-dict style, single quotes
         return 200, (text if len(messages) == 4 else text[:30]), 0  # truncated first, repaired after
 
@@ -183,8 +187,13 @@ def test_stage_with_llm_relations_records_failures_and_keeps_going(tmp_path):
     assert llm["parsed_first"] + llm["parsed_after_repair"] + llm["failed_sentences"] == llm["sentences"]
     assert llm["parsed_after_repair"] >= 1 and llm["repairs"] >= 1
     edges = [e for e in read_jsonl(out / "edges.jsonl") if e["kind"] == "llm"]
-    assert [(e["head"], e["relation"], e["tail"]) for e in edges] == [("asthma", "treated_by", "albuterol")]
+    assert [(e["head"], e["relation"], e["tail"]) for e in edges] == [("asthma", "treated_by", "albuterol"),
+                                                                      ("seizures", "caused_by", "lithium carbonate")]
     assert edges[0]["provenance"]["sentences"][0]["text"] == "Albuterol is used for the treatment of asthma."
+    # the held-out CID document's sentences were asked too: the LLM's caused_by is scored against its gold
+    assert llm["heldout_sentences"] == 5
+    scored = summary["edge_precision"]["heldout_cid"]["relations"]
+    assert list(scored) == ["llm"] and (scored["llm"]["tp"], scored["llm"]["fp"], scored["llm"]["fn"]) == (1, 0, 2)
 
 
 # ----------------------------------------------------------------------------- the real server
@@ -203,4 +212,4 @@ def test_real_local_server_accounts_for_every_sentence(tmp_path):
     check_accounting(ex)
     assert first["failures"] == 0 and ex.stats["repairs"] <= 1
     assert all(r.relation in ("caused_by", "treated_by", "has_symptom", "diagnosed_by", "prevented_by",
-                              "has_risk_factor", "has_complication", "associated_with") for r in rels)
+                              "has_risk_factor", "has_complication", "located_in", "associated_with") for r in rels)

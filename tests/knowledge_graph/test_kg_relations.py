@@ -42,6 +42,17 @@ def test_vocabulary_and_aliases():
     assert canonical_relation("cures") is None and canonical_relation(3) is None
     assert {p.relation for p in PATTERNS} <= set(RELATIONS)
     assert len({p.name for p in PATTERNS}) == len(PATTERNS)
+    assert canonical_relation("affects") == ("located_in", False) and canonical_relation("site of") == ("located_in", True)
+
+
+def test_located_in_reaches_the_llm_prompt_and_schema():
+    from tasks.knowledge_graph.llm import LLMRelationParams, batch_messages, response_format
+    from tasks.knowledge_graph.relations import RELATION_GLOSS, Sentence
+    assert "located_in" in RELATIONS and "located_in" in RELATION_GLOSS
+    prompt = batch_messages([Sentence("d", 0, 0, 10, "Asthma of the lung.", [])], [[(0, "asthma")]])[1]["content"]
+    assert f"- located_in: {RELATION_GLOSS['located_in']}" in prompt
+    schema = response_format(1, LLMRelationParams())["schema"]["properties"]["Sentence0"]["anyOf"][1]
+    assert "located_in" in schema["items"]["prefixItems"][1]["enum"]
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -64,6 +75,13 @@ def test_vocabulary_and_aliases():
     ("Cocaine increases the risk of seizures.", ("seizures", "has_risk_factor", "cocaine", "x_increases_risk_of_y")),
     ("Asthma complicated by fever.", ("asthma", "has_complication", "fever", "y_complicated_by_x")),
     ("Hypertension is associated with headache.", ("headache", "associated_with", "hypertension", "x_associated_with_y")),
+    ("Cough in the chest was common.", ("cough", "located_in", "chest", "y_in_x")),
+    ("Cough in the upper chest.", ("cough", "located_in", "chest", "y_in_x")),
+    ("Asthma of the lung.", ("asthma", "located_in", "lung", "y_of_x")),
+    ("Asthma affecting the left lung.", ("asthma", "located_in", "lung", "y_affecting_x")),
+    ("Wheezing is usually located in the chest.", ("wheezing", "located_in", "chest", "y_located_in_x")),
+    # the syntax alone: a non-anatomy tail is the signature check's to reject (test_kg_signatures.py)
+    ("Hypertension in asthma is rare.", ("hypertension", "located_in", "asthma", "y_in_x")),
 ])
 def test_each_pattern_types_the_pair(text, expected):
     assert relations(text) == {expected}
@@ -83,6 +101,7 @@ def test_lists_extend_the_right_hand_entity():
      {("asthma", "treated_by", "cocaine")}),
     ("Hypertension was seen in a large cohort that was later found to have been caused by cocaine.", set()),
     ("Wheezing include asthma.", set()),                  # "include" needs "symptoms of" before its head
+    ("Cough in most of the chest.", set()),               # "in" / "of" must be the whole gap
 ])
 def test_no_edge_without_an_exact_adjacent_pattern(text, expected):
     assert {(h, r, t) for h, r, t, _ in relations(text)} == expected

@@ -1,7 +1,8 @@
 """`python -m tasks.kg` end to end on a small tree + PubTator / MedQuAD / other records (MLflow in a
 temp store; the `kg:` section may be absent from params.yaml): accounting, every edge's provenance,
 CSR consistent with edges.jsonl, per-source rejection reasons, byte-identical re-runs, and a bad tree
-or out-of-step doc_hits stopping the stage with a clear error."""
+or out-of-step doc_hits stopping the stage with a clear error. Signatures and edge precision:
+test_kg_signatures.py, test_kg_precision.py."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from knowledge_graph.test_kg_fixtures import (
     RECORDS,
     kg_tree,
     read_jsonl,
-    stage_args,
+    run_stage,
+    run_stage_once,
     write_inputs,
 )
 
@@ -22,29 +24,19 @@ from tasks.knowledge_graph.graph import KnowledgeGraph
 from tasks.knowledge_graph.sources import SENTENCE_KINDS
 from tasks.tree.model import TreeError
 
-OUTPUTS = ("nodes.jsonl", "edges.jsonl", "graph.npz", "summary.json", "relation_failures.jsonl")
-
-
-def run_stage(paths, out, *extra):
-    """The whole stage: config from params.yaml (no kg section needed) + overrides, MLflow, atomic dir."""
-    from tasks import kg
-    from tasks.common.stage import main
-    return main(kg.STAGE, stage_args(paths, out, *extra))
+OUTPUTS = ("nodes.jsonl", "edges.jsonl", "graph.npz", "summary.json", "relation_failures.jsonl",
+           "edge_precision.json", "edge_review_sample.jsonl", "rejected_edges/part-00000.jsonl")
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """One stage run shared by the read-only tests below (its own MLflow store, restored after)."""
     tmp = tmp_path_factory.mktemp("kg")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp / 'mlflow.db'}")
-        mp.setenv("MEDX_MLFLOW_ARTIFACTS", (tmp / "artifacts").as_uri())
-        mp.delenv("MEDX_MLFLOW_PARENT_RUN_ID", raising=False)
-        paths = write_inputs(tmp / "in")
-        summary = run_stage(paths, tmp / "kg")
+    paths, out, summary = run_stage_once(tmp)
     logged = {p.name for p in (tmp / "artifacts").rglob("*") if p.is_file()}
-    assert {"kg_overview.png", "relation_failures.jsonl", "kept_sample.jsonl", "summary.json"} <= logged
-    return paths, tmp / "kg", summary
+    assert {"kg_overview.png", "relation_failures.jsonl", "kept_sample.jsonl", "summary.json",
+            "edge_precision.json", "edge_review_sample.jsonl"} <= logged
+    return paths, out, summary
 
 
 def test_accounting_and_sources(built):
@@ -52,18 +44,21 @@ def test_accounting_and_sources(built):
     assert summary["read"] == len(RECORDS) + 2 == summary["kept"] + summary["rejected"]
     assert summary["rejected_by_reason"] == {"bad_json": 1, "missing_field": 1}
     assert json.loads((out / "summary.json").read_text()) == summary
-    assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUTS, "kg_overview.png", "rejected"])
-    cid = summary["sources"]["cid"]
-    assert cid["read"] == 7 and cid["kept"] == 3 and cid["kept"] + sum(cid["rejected_by_reason"].values()) == 7
-    assert cid["rejected_by_reason"] == {"chemical_no_mention": 1, "disease_composite_mention_only": 1,
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*(o for o in OUTPUTS if "/" not in o), "kg_overview.png", "rejected", "rejected_edges"])
+    cid = summary["sources"]["cid"]                       # pt-1: 7 relations; pt-3 (held out): 4
+    assert cid["read"] == 11 and cid["kept"] == 3 and cid["heldout"] == 3
+    assert cid["kept"] + cid["heldout"] + sum(cid["rejected_by_reason"].values()) == cid["read"]
+    assert cid["rejected_by_reason"] == {"chemical_no_mention": 2, "disease_composite_mention_only": 1,
                                          "disease_not_in_tree": 1, "malformed_relation": 1}
     mq = summary["sources"]["medquad"]
-    assert mq["docs"] == 5 and mq["docs_linked"] == 2 and mq["focus_partial"] == 1
+    assert mq["docs"] == 6 and mq["docs_linked"] == 3 and mq["focus_partial"] == 1
     assert mq["rejected_by_reason"] == {"focus_not_in_tree": 1, "no_answer_entities": 1, "qtype_unmapped": 1}
     assert mq["qtype_unmapped"] == {"information": 1}
     co = summary["sources"]["cooccurrence"]
     assert co["pairs"] == co["kept"] + sum(co["rejected_by_reason"].values())
     assert summary["edges"] == sum(summary["edges_by_kind"].values())
+    assert summary["nodes_by_type"] == {"Anatomy": 2, "Chemical": 5, "Disease": 6, "Symptom": 5, "Test": 1}
     assert all(summary["edges_by_kind"][k] > 0 for k in ("cid", "medquad", "pattern", "cooccurrence"))
     assert summary["edges_by_kind"]["llm"] == 0 and summary["relation_failures"] == 0
 
@@ -135,6 +130,7 @@ def test_rerun_is_byte_identical(built, tmp_path):
     run_stage(paths, tmp_path / "again")
     for name in OUTPUTS:
         assert (tmp_path / "again" / name).read_bytes() == (out / name).read_bytes(), name
+    assert (out / "rejected_edges/part-00000.jsonl").read_text().strip()        # not trivially equal
 
 
 def test_tree_with_a_cycle_stops_the_stage(tmp_path):

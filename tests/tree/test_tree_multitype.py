@@ -27,6 +27,7 @@ def test_alt_types_become_candidate_types_without_more_mentions(tmp_path):
     ents, rejected, read = read_entities(path)
     cold = next(e for e in ents if e.norm == "cold")
     assert cold.types == ["Symptom", "Disease"] and cold.count == 9 and cold.type == "Symptom"
+    assert cold.input_rows == 1          # one line read: the accounting unit of the tree stage
     assert next(e for e in ents if e.norm == "fever").types == ["Symptom"]
     assert read == 3 and [r["reason"] for r in rejected] == ["bad_row"]
 

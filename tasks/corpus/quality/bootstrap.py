@@ -55,6 +55,10 @@ class BootstrapResult:
     reached_target: bool
     holdout: dict
     stop_reason: str
+    # what the returned model was trained on, and with which seed: lets an evaluation retrain it
+    # without some texts (real_holdout.py's leave-one-family-out) without re-running the loop
+    train_set: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    train_seed: int = 0
 
 
 def _rng(seed: int, purpose: str) -> random.Random:
@@ -121,9 +125,11 @@ def bootstrap(pool: list[str], rejected: list[str], params: BootstrapParams, ver
     tmp = tempfile.TemporaryDirectory(prefix="quality-ft-") if workdir is None else None
     work = Path(tmp.name) if tmp else workdir
     rounds: list[dict] = []
+    last_fit: dict = {}
     try:
         def fit(r: int, train_set: list[tuple[str, str]], extra: dict):
             model = classifier.train(train_set, params.fasttext, seed + r, work / f"round{r}")
+            last_fit.update(train_set=train_set, train_seed=seed + r)
             m = evaluate(model, h_texts, h_labels, h_kinds, params.threshold)
             m.update(round=r, train_high=sum(y == HIGH for _, y in train_set),
                      train_low=sum(y == LOW for _, y in train_set), **extra)
@@ -164,4 +170,4 @@ def bootstrap(pool: list[str], rejected: list[str], params: BootstrapParams, ver
         if tmp:
             tmp.cleanup()
     return BootstrapResult(model=model, rounds=rounds, reached_target=acc >= params.target_accuracy,
-                           holdout=holdout, stop_reason=stop)
+                           holdout=holdout, stop_reason=stop, **last_fit)

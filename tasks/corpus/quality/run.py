@@ -1,10 +1,13 @@
 """The quality stage's logic, free of DVC/MLflow: read the clean stage's output, bootstrap the
-classifier, score every kept record into a sink; write the model, rounds and verifier failures.
+classifier, score every kept record into a sink; write the model, rounds and verifier failures,
+and (`real_eval.enabled`) measure the classifier on real text (real_eval.py: real_holdout.json,
+review_sample.jsonl), which only reads the decisions and never changes them.
 
     extra = quality_filter(cfg, sink, client=None, on_round=None)   # what tasks/quality.py runs
 
 Memory stays bounded on any corpus size: the loop only needs `BootstrapParams.pool_needed()` pool
-texts, drawn by seeded reservoir sampling in one pass; the scoring pass streams the shards again.
+texts, drawn by seeded reservoir sampling in one pass; the scoring pass streams the shards again
+(the real-text evaluation keeps counts and fixed-size samples only).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from tasks.common.io import StageSink, file_sha256, iter_jsonl, iter_records, sh
 from tasks.common.records import rejection
 from tasks.corpus.quality import classifier
 from tasks.corpus.quality.bootstrap import BootstrapParams, bootstrap
+from tasks.corpus.quality.real_eval import RealEvalParams, RealEvaluation, load_review_labels
+from tasks.corpus.quality.real_holdout import RULE_REASONS, SeenTexts
 from tasks.corpus.quality.signals import build_vocab
 from tasks.corpus.quality.verifiers import LLMVerifier, LLMVerifierParams, LocalVerifier, LocalVerifierParams, Verifier
 
@@ -26,8 +31,8 @@ from tasks.corpus.quality.verifiers import LLMVerifier, LLMVerifierParams, Local
 # rejections are *good* text and must not. `too_short` is left out too: the classifier only scores
 # texts that passed the length rule, so short negatives teach it length, which the rule already
 # enforces (full data, default profile: with too_short, hold-out accuracy 0.958 and 5.1% of texts
-# rejected, mostly short MedQuAD answers; without, 0.975 and 1.7%).
-RULE_REASONS = ["symbol_ratio", "digit_ratio", "dup_line_ratio", "top_ngram_ratio", "dup_ngram_ratio"]
+# rejected, mostly short MedQuAD answers; without, 0.975 and 1.7%). RULE_REASONS (real_holdout.py)
+# = the clean stage's quality rules.
 
 
 @dataclasses.dataclass
@@ -42,6 +47,7 @@ class QualityConfig(BootstrapParams):
     shard_size: int = 50000
     local_verifier: LocalVerifierParams = dataclasses.field(default_factory=LocalVerifierParams)
     llm_verifier: LLMVerifierParams = dataclasses.field(default_factory=LLMVerifierParams)
+    real_eval: RealEvalParams = dataclasses.field(default_factory=RealEvalParams)
 
     def __post_init__(self) -> None:
         from tasks.corpus.quality.degrade import DEGRADERS
@@ -52,6 +58,9 @@ class QualityConfig(BootstrapParams):
             raise ValueError("threshold must be in (0, 1) and target_accuracy in (0, 1]")
         if min(self.seed_size, self.holdout_size, self.pool_sample_per_round) < 2:
             raise ValueError("seed_size, holdout_size and pool_sample_per_round must be >= 2")
+        if self.real_eval.review_bands and self.real_eval.review_bands[0] <= self.threshold:
+            raise ValueError(f"real_eval.review_bands {self.real_eval.review_bands} must lie above "
+                             f"threshold {self.threshold} (they split the kept scores)")
 
 
 def make_verifier(cfg: QualityConfig, pool: list[str], client: Any = None) -> Verifier:
@@ -93,27 +102,36 @@ def iter_pool_texts(kept_dir: Path, min_text_chars: int) -> Iterator[str]:
             yield rec["text"]
 
 
-def iter_rejected_texts(rejected_dir: Path, reasons: set[str]) -> Iterator[str]:
+def iter_rejected_entries(rejected_dir: Path, reasons: set[str]) -> Iterator[tuple[str, str]]:
+    """(reason, text) of every rejected record with a non-blank text and one of `reasons`."""
     for path in sorted(Path(rejected_dir).glob("part-*.jsonl")):
         for entry, _ in iter_jsonl(path):
             rec = (entry or {}).get("record")
             if (entry or {}).get("reason") in reasons and isinstance(rec, dict) \
                     and isinstance(rec.get("text"), str) and rec["text"].strip():
-                yield rec["text"]
+                yield entry["reason"], rec["text"]
+
+
+def iter_rejected_texts(rejected_dir: Path, reasons: set[str]) -> Iterator[str]:
+    return (text for _, text in iter_rejected_entries(rejected_dir, reasons))
 
 
 def quality_filter(cfg: QualityConfig, sink: StageSink, client: Any = None,
                    on_round: Callable[[int, dict], None] | None = None) -> dict:
     """Run the stage from `cfg.in_dir` into `sink` (not closed here) and `sink.out_dir`
-    (rounds.json, verifier_failures.json, quality_model.bin); returns the summary extras.
+    (rounds.json, verifier_failures.json, quality_model.bin; with `real_eval.enabled`,
+    real_holdout.json and review_sample.jsonl); returns the summary extras.
 
     `client` is the LLM client for `verifier: llm`; `on_round(round, metrics)` sees each round.
     """
     in_dir, out = resolve(cfg.in_dir), sink.out_dir
+    labels = load_review_labels(cfg.real_eval)   # before the slow part: a bad file fails fast
     pool = reservoir(iter_pool_texts(in_dir / "kept", cfg.min_text_chars), cfg.pool_needed(),
                      random.Random(f"{cfg.seed}:pool"))
     rejected = reservoir(iter_rejected_texts(in_dir / "rejected", set(cfg.seed_negative_reasons)),
                          cfg.seed_size, random.Random(f"{cfg.seed}:rejected"))
+    evaluation = RealEvaluation(cfg.real_eval, cfg.threshold, cfg.seed, SeenTexts(pool + rejected),
+                                labels) if cfg.real_eval.enabled else None
     verifier = make_verifier(cfg, pool, client)
     result = bootstrap(pool, rejected, cfg, verifier, on_round=on_round)  # cfg is a BootstrapParams
     write_json(out / "rounds.json", {"rounds": result.rounds, "holdout": result.holdout,
@@ -134,6 +152,8 @@ def quality_filter(cfg: QualityConfig, sink: StageSink, client: Any = None,
             else:
                 sink.reject(rejection("low_quality", f"quality_score={s:.4f} < {cfg.threshold}",
                                       record=rec))
+            if evaluation is not None:  # after the decision, which it only reads
+                evaluation.observe(rec, s)
         counts["scored"] += len(batch)
         batch.clear()
 
@@ -160,4 +180,8 @@ def quality_filter(cfg: QualityConfig, sink: StageSink, client: Any = None,
              # fastText with thread=1 + seed writes a bit-identical model, so its hash is stable
              "model_sha256": file_sha256(out / "quality_model.bin"),
              "threshold": cfg.threshold}
+    if evaluation is not None:
+        extra.update(evaluation.finish(
+            out, iter_rejected_entries(in_dir / "rejected", set(cfg.real_eval.low_reasons)),
+            result, cfg.fasttext))
     return extra
