@@ -169,6 +169,12 @@ def build_tree(cfg: EntityTreeConfig, out: Path, client=None) -> TreeResult:
     for n in tree.nodes.values():
         if n.kind == CATEGORY:
             cats_per_tier[str(n.tier)] = cats_per_tier.get(str(n.tier), 0) + 1
+    # entities per tier-1 category: per entity type when the tree has a type tier
+    by_type: dict[str, int] = {}
+    for n in entity_nodes:
+        anc = tree.ancestors(n.id)
+        top = tree.nodes[anc[1]].name if len(anc) > 1 else "(root)"
+        by_type[top] = by_type.get(top, 0) + 1
     decided_by: dict[str, int] = {}
     for a in res.audits:
         k = a.get("decided_by", a["path"])
@@ -177,6 +183,7 @@ def build_tree(cfg: EntityTreeConfig, out: Path, client=None) -> TreeResult:
         "read": read, "kept": rows_in_tree, "rejected": sum(u["rows"] for u in unclassified),
         "rejected_by_reason": dict(sorted(reasons.items())),
         "entities": len(entities), "entities_in_tree": len(entity_nodes),
+        "entities_by_type": dict(sorted(by_type.items())),
         "core_size": len(core_idx), "core_excluded_small_type": len(excluded),
         "attach_candidates": len(rest_entities), "attached": len(res.attachments),
         "unclassified": len(res.unclassified), "bad_rows": len(rejected_rows),
@@ -208,8 +215,10 @@ def _metric_name(s: str) -> str:
 
 
 def tree_metrics(summary: dict) -> dict[str, float]:
-    """Nodes and categories per tier, chosen k and silhouette per level, conflicts by decider."""
+    """Nodes and categories per tier, entities per type, chosen k and silhouette per level, conflicts
+    by decider."""
     m = {f"nodes.tier{t}": c for t, c in summary["nodes_per_tier"].items()}
+    m.update({f"entities.type.{_metric_name(t)}": c for t, c in summary["entities_by_type"].items()})
     m.update({f"categories.tier{t}": c for t, c in summary["categories_per_tier"].items()})
     for lv in summary["levels"]:
         key = f"{_metric_name(lv['group'])}.L{lv['level']}"

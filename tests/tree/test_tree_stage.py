@@ -67,6 +67,14 @@ def test_stage_end_to_end(fixture_dirs, tmp_path, encoder):
     tree = load_tree(out / "tree.json")                  # the validator entity_map uses
     norms = [n.members[0] for n in tree.nodes.values() if n.kind == ENTITY]
     assert len(norms) == len(set(norms)) == summary["entities_in_tree"]
+    # entities per type: each entity counted under the tier-1 type node it sits below
+    tier1 = {n.id: n.name for n in tree.nodes.values() if n.tier == 1}
+    want: dict[str, int] = {}
+    for n in tree.nodes.values():
+        if n.kind == ENTITY:
+            top = tier1[tree.ancestors(n.id)[1]]
+            want[top] = want.get(top, 0) + 1
+    assert summary["entities_by_type"] == want and sum(want.values()) == len(norms)
     attached = [json.loads(line) for line in open(out / "attachments.jsonl")]
     unclassified = [json.loads(line) for line in open(out / "unclassified.jsonl")]
     audits = [json.loads(line) for line in open(out / "conflicts_audit.jsonl")]
@@ -89,6 +97,8 @@ def test_stage_end_to_end(fixture_dirs, tmp_path, encoder):
     m = run.data.metrics
     assert m["core_size"] == 60 and m["tiers"] == summary["tiers"] and m["conflicts"] == summary["conflicts"]
     assert any(k.startswith("k.Disease.L") for k in m) and any(k.startswith("silhouette.") for k in m)
+    assert {k: v for k, v in m.items() if k.startswith("entities.type.")} == \
+        {f"entities.type.{t}": c for t, c in summary["entities_by_type"].items()}
     assert run.data.tags["stage"] == "entity_tree" and run.data.params["attacher"] == "local"
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "entity_tree")}
     assert {"entity_tree/tree.json", "entity_tree/conflicts_audit.jsonl", "entity_tree/tree_top.png"} <= arts
