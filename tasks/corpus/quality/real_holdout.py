@@ -41,6 +41,7 @@ from typing import Iterable, Iterator
 from tasks.corpus.quality import classifier
 from tasks.corpus.quality.classifier import HIGH, LOW, FastTextParams
 from tasks.corpus.quality.rates import balanced_accuracy, rate
+from tasks.corpus.quality.reservoir import Reservoir
 
 # The clean stage's quality-rule rejection reasons (filters.py): junk symbols/digits and
 # repetition. Its other reasons are length (too_short), dedup and decontamination.
@@ -87,26 +88,17 @@ class CuratedTally:
 def low_families(entries: Iterator[tuple[str, str]], max_per_reason: int, seed: int) -> dict[str, list[str]]:
     """(reason, text) entries -> {reason: texts}, each a seeded uniform sample of at most
     `max_per_reason` (Algorithm R per reason), distinct texts only, in sorted reason order."""
-    out: dict[str, list[str]] = {}
+    out: dict[str, Reservoir] = {}
     seen: dict[str, set[bytes]] = {}
-    counts: Counter[str] = Counter()
-    rngs: dict[str, random.Random] = {}
     for reason, text in entries:
         k = _key(text)
         if k in seen.setdefault(reason, set()):
             continue
         seen[reason].add(k)
-        sample = out.setdefault(reason, [])
-        rng = rngs.setdefault(reason, random.Random(f"{seed}:real-low:{reason}"))
-        n = counts[reason]
-        counts[reason] += 1
-        if n < max_per_reason:
-            sample.append(text)
-        else:
-            j = rng.randrange(n + 1)
-            if j < max_per_reason:
-                sample[j] = text
-    return {r: out[r] for r in sorted(out)}
+        if reason not in out:
+            out[reason] = Reservoir(max_per_reason, random.Random(f"{seed}:real-low:{reason}"))
+        out[reason].offer(text)
+    return {r: out[r].items for r in sorted(out)}
 
 
 def without_texts(train_set: list[tuple[str, str]], texts: Iterable[str]) -> list[tuple[str, str]]:

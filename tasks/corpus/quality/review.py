@@ -32,6 +32,7 @@ from pathlib import Path
 from tasks.common.io import dumps
 from tasks.corpus.quality.classifier import HIGH, LOW
 from tasks.corpus.quality.rates import rate
+from tasks.corpus.quality.reservoir import Reservoir
 
 REJECTED = "rejected"
 
@@ -60,20 +61,16 @@ class ReviewSampler:
     def __init__(self, threshold: float, bands: list[float], per_stratum: int, max_chars: int, seed: int):
         self.threshold, self.bands, self.per_stratum, self.max_chars = threshold, bands, per_stratum, max_chars
         self.seed = seed
-        self.population: Counter[str] = Counter()
-        self.samples: dict[str, list[dict]] = {s: [] for s in stratum_names(threshold, bands)}
-        self._rngs = {s: random.Random(f"{seed}:review:{s}") for s in self.samples}
+        self.strata = {s: Reservoir(per_stratum, random.Random(f"{seed}:review:{s}"))
+                       for s in stratum_names(threshold, bands)}
+
+    @property
+    def population(self) -> Counter[str]:
+        """Unseen scored texts per stratum (the strata that received any)."""
+        return Counter({s: r.seen for s, r in self.strata.items() if r.seen})
 
     def observe(self, rec: dict, score: float) -> None:
-        s = stratum_of(score, self.threshold, self.bands)
-        n = self.population[s]
-        self.population[s] += 1
-        if n < self.per_stratum:
-            self.samples[s].append(self._row(rec))
-        else:
-            j = self._rngs[s].randrange(n + 1)
-            if j < self.per_stratum:
-                self.samples[s][j] = self._row(rec)
+        self.strata[stratum_of(score, self.threshold, self.bands)].offer(self._row(rec))
 
     def _row(self, rec: dict) -> dict:
         text = rec["text"]
@@ -82,7 +79,7 @@ class ReviewSampler:
 
     def rows(self) -> list[dict]:
         """All sampled rows, shuffled with a seeded generator so strata are interleaved."""
-        rows = [r for s in self.samples for r in sorted(self.samples[s], key=lambda r: r["id"])]
+        rows = [r for res in self.strata.values() for r in sorted(res.items, key=lambda r: r["id"])]
         random.Random(f"{self.seed}:review-order").shuffle(rows)
         return rows
 
@@ -91,8 +88,8 @@ class ReviewSampler:
         with open(path, "w", encoding="utf-8") as f:
             for row in rows:
                 f.write(dumps(row) + "\n")
-        return {"rows": len(rows), "strata": {s: {"population": self.population[s],
-                                                  "sampled": len(self.samples[s])} for s in self.samples}}
+        return {"rows": len(rows), "strata": {s: {"population": r.seen, "sampled": len(r.items)}
+                                              for s, r in self.strata.items()}}
 
 
 def load_labels(path: Path, configured: str) -> dict[str, str | None]:

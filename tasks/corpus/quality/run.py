@@ -24,6 +24,7 @@ from tasks.corpus.quality import classifier
 from tasks.corpus.quality.bootstrap import BootstrapParams, bootstrap
 from tasks.corpus.quality.real_eval import RealEvalParams, RealEvaluation, load_review_labels
 from tasks.corpus.quality.real_holdout import RULE_REASONS, SeenTexts
+from tasks.corpus.quality.reservoir import reservoir
 from tasks.corpus.quality.signals import build_vocab
 from tasks.corpus.quality.verifiers import LLMVerifier, LLMVerifierParams, LocalVerifier, LocalVerifierParams, Verifier
 
@@ -81,19 +82,6 @@ def passthrough(rec: dict, min_text_chars: int) -> bool:
     """
     structured = bool(rec["images"]) or bool(rec["meta"].get("attributes"))
     return structured and len(rec["text"].strip()) < min_text_chars
-
-
-def reservoir(items: Iterator[str], k: int, rng: random.Random) -> list[str]:
-    """A uniform sample of k items in one pass (Algorithm R), deterministic given rng."""
-    out: list[str] = []
-    for n, item in enumerate(items):
-        if n < k:
-            out.append(item)
-        else:
-            j = rng.randrange(n + 1)
-            if j < k:
-                out[j] = item
-    return out
 
 
 def iter_pool_texts(kept_dir: Path, min_text_chars: int) -> Iterator[str]:
