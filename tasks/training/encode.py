@@ -7,7 +7,9 @@
 
 A sample follows the training-sample contract (tasks/cpt_synthesis/samples.py): `text` (plain) or
 `messages` (chat turns, image parts {"type": "image"}), `images` [{path, sha256}] relative to the
-project root. Every training stage (CPT now; mid-training, SFT, RL next) encodes this way.
+project root, and optionally `tools` (the JSON schemas a conversation with tool calls may use: the chat
+template lists them in the system turn, as at inference). Every training stage (CPT, mid-training; SFT
+and RL next) encodes this way.
 
 Choices, and why:
 - Encoding happens once, before training, for every sample: a bad sample is found and skipped
@@ -223,7 +225,7 @@ class SampleEncoder:
         if not isinstance(text, str) or not isinstance(messages, list):
             raise SampleSkip("bad_sample", "text must be a string and messages a list")
         if messages:
-            return self.render_messages(messages)
+            return self.render_messages(messages, tools=sample.get("tools") or None)
         if not text.strip():
             raise SampleSkip("empty_text", "no text and no messages")
         if len(text) > self.params.max_text_chars:
@@ -238,7 +240,7 @@ class SampleEncoder:
                 raise SampleSkip("image_mismatch", f"{placed} placeholders in the text for {n_images} images")
         return text
 
-    def render_messages(self, messages: list) -> str:
+    def render_messages(self, messages: list, tools: list | None = None) -> str:
         chars = 0
         has_text = False
         for m in messages:
@@ -257,7 +259,7 @@ class SampleEncoder:
             raise SampleSkip("text_too_long", f"{chars} chars > {self.params.max_text_chars}")
         if getattr(self.tokenizer, "chat_template", None):
             try:
-                return self.tokenizer.apply_chat_template(messages, tokenize=False)
+                return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False)
             except Exception as e:  # noqa: BLE001 -- jinja raises many types for a malformed turn
                 raise SampleSkip("bad_sample", f"chat template: {type(e).__name__}: {str(e)[:200]}") from None
         return "\n".join(self._plain_lines(messages))
@@ -273,7 +275,7 @@ class SampleEncoder:
         return lines
 
     # ---- the assistant mask -------------------------------------------------------------------
-    def assistant_spans(self, messages: list, text: str) -> list[tuple[int, int]] | None:
+    def assistant_spans(self, messages: list, text: str, tools: list | None = None) -> list[tuple[int, int]] | None:
         """Character spans of the assistant turns in `text` (the conversation's rendering), from
         where the rendering of each turn's prefix ends; None when renderings are not prefixes."""
         template = getattr(self.tokenizer, "chat_template", None)
@@ -289,7 +291,8 @@ class SampleEncoder:
         def rendered(msgs: list, generation_prompt: bool) -> str:
             if not msgs and not generation_prompt:
                 return ""
-            return self.tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=generation_prompt)
+            return self.tokenizer.apply_chat_template(msgs, tools=tools, tokenize=False,
+                                                      add_generation_prompt=generation_prompt)
 
         for i, m in enumerate(messages):
             if m.get("role") != "assistant":
@@ -302,23 +305,23 @@ class SampleEncoder:
             spans.append((len(start), end))
         return spans
 
-    def text_mask(self, messages: list, text: str) -> tuple[list[int], list[bool]] | None:
+    def text_mask(self, messages: list, text: str, tools: list | None = None) -> tuple[list[int], list[bool]] | None:
         """(token ids of `text` as the tokenizer alone splits it, True where the token is in an assistant turn)."""
         template = getattr(self.tokenizer, "chat_template", None)
         if template and GENERATION_MARK.search(template):
-            out = self.tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True,
+            out = self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=True, return_dict=True,
                                                      return_assistant_tokens_mask=True)
             return list(out["input_ids"]), [bool(x) for x in out["assistant_masks"]]
-        spans = self.assistant_spans(messages, text)
+        spans = self.assistant_spans(messages, text, tools)
         if spans is None:
             return None
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         flags = [any(s <= start < e for s, e in spans) for start, _ in enc["offset_mapping"]]
         return list(enc["input_ids"]), flags
 
-    def assistant_mask(self, messages: list, text: str, ids: np.ndarray) -> np.ndarray | None:
+    def assistant_mask(self, messages: list, text: str, ids: np.ndarray, tools: list | None = None) -> np.ndarray | None:
         try:
-            got = self.text_mask(messages, text)
+            got = self.text_mask(messages, text, tools)
         except Exception:  # noqa: BLE001 -- a template or tokenizer that cannot say: no mask, not a crash
             return None
         if got is None:
@@ -346,7 +349,7 @@ class SampleEncoder:
         else:
             ids = np.asarray(self.tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int64)
         messages = sample.get("messages") or []
-        mask = self.assistant_mask(messages, text, ids) if messages else None
+        mask = self.assistant_mask(messages, text, ids, sample.get("tools") or None) if messages else None
         if messages and self.require_assistant_mask and (mask is None or not mask.any()):
             raise SampleSkip("no_assistant_tokens", "no assistant turn could be located in the rendering")
         ids = np.append(ids, self.doc_end_id)
