@@ -48,18 +48,14 @@ from tasks.common.io import head_jsonl
 from tasks.common.stage import Stage, StageContext, StageResult, main
 from tasks.cpt_training.config import CptConfig
 from tasks.cpt_training.run import cleanup_checkpoints, train_cpt
-from tasks.training.mlflow_model import log_trained_model
+from tasks.training.mlflow_model import model_tags
 
 
 def run(cfg: CptConfig, ctx: StageContext) -> StageResult:
     done = train_cpt(cfg, ctx.out, ctx.log_metrics)
     if ctx.out is None:                      # not rank 0: trained its share, writes and logs nothing
         return StageResult(summary=done.summary)
-    tags = {}
-    if cfg.mlflow.log_model:
-        logged = log_trained_model(ctx.tracker.mlflow, ctx.out / "model", registered_name=cfg.mlflow.registered_name,
-                                   register=cfg.mlflow.register)
-        tags = {"model_uri": logged["model_uri"], "registered_version": logged["registered_version"] or ""}
+    tags = model_tags(ctx.tracker, ctx.out / "model", cfg.mlflow)
     cleanup_checkpoints(done.checkpoint_root, cfg.keep_checkpoints)
     s = done.summary
     before, after = s["heldout_ppl_before"], s["heldout_ppl_after"]

@@ -90,7 +90,7 @@ def test_the_dag_ran_every_stage(dag_run):
 # Stages that turn records into records account for each one; the model and evaluation stages
 # (base_model, eval@*, eval_progression) report parameters and scores instead.
 RECORD_STAGES = {"collect", "clean", "quality", "entities", "entity_tree", "entity_map", "kg", "cpt_data",
-                 "cpt_order", "cpt"}
+                 "cpt_order", "cpt", "mid_data", "mid_train"}
 
 
 def test_every_stage_accounts_for_every_record(tiny_project: Path):
@@ -147,6 +147,14 @@ def test_mlflow_has_one_parent_with_a_child_per_stage(dag_run):
     progression = by_stage["eval_progression"].data.metrics
     assert any(k.startswith("cpt.") for k in progression) and any(k.startswith("base.") for k in progression), \
         sorted(progression)
+    assert any(k.startswith("mid.") for k in progression), sorted(progression)
+    mid = by_stage["mid_train"]
+    assert client.get_registered_model("medxiaohe-mid").latest_versions, "the mid-training model is registered"
+    for key in ("train.loss.phase.1", "train.loss.family.cpt_replay"):
+        assert client.get_metric_history(mid.info.run_id, key), key
+    mid_data = {a.path for a in client.list_artifacts(by_stage["mid_data"].info.run_id, "mid_data")}
+    assert "mid_data/decontamination_report.jsonl" in mid_data, mid_data
+    assert any(k.startswith("engines.kg_multihop.rejected_by_gate.") for k in by_stage["mid_data"].data.metrics)
 
 
 def test_second_run_is_a_dvc_noop(tiny_project: Path):
@@ -216,3 +224,37 @@ def test_cpt_model_loads_with_from_pretrained_and_generates(tiny_project: Path):
     with torch.no_grad():
         out = model.generate(**inputs, max_new_tokens=6, do_sample=False)
     assert out.shape[1] > inputs["input_ids"].shape[1]
+
+
+def test_mid_training_data_replays_and_the_checkpoint_thinks(tiny_project: Path):
+    """Every tool call of a kept agentic sample re-executes to the result the sample holds (a real search
+    over the same index, real ZOOM / ROTATE over the same images), and the mid checkpoint is marked as
+    trained with thinking, so the harness renders its prompts with the thinking switch."""
+    from training.cpt_project import in_project
+
+    from tasks.common.config import load_stage_config, resolve
+    from tasks.common.io import read_jsonl, shard_paths
+    from tasks.mid_synthesis.agentic_search import replay_tool_calls
+    from tasks.mid_synthesis.image_tools import ImageTools
+    from tasks.mid_synthesis.run import MidDataConfig
+    from tasks.mid_synthesis.search_tool import SearchTool
+
+    samples = [s for p in shard_paths(tiny_project / "data" / "mid_data" / "samples") for s in read_jsonl(p)]
+    search = [s for s in samples if s["family"] == "agentic_search"]
+    image = [s for s in samples if s["family"] == "agentic_image"]
+    assert search and image, sorted({s["family"] for s in samples})
+    with in_project(tiny_project):
+        cfg, _ = load_stage_config("mid_data", MidDataConfig, ["profile=tiny"])
+        tool = SearchTool.from_corpus(str(resolve(cfg.corpus_dir)), cfg.search)
+        for s in search:
+            assert all(replay_tool_calls(s, tool)), s["id"]
+        tools = ImageTools(tiny_project, tiny_project / "data" / "mid_data" / "images")
+        for s in image:
+            calls = [c["function"] for m in s["messages"] for c in (m.get("tool_calls") or [])]
+            for i, c in enumerate(calls):
+                assert tools.call(c["name"], c["arguments"], s["images"][: i + 1]).ref == s["images"][i + 1]
+    meta = json.loads((tiny_project / "data" / "mid_train" / "model" / "medx_model.json").read_text())
+    assert meta["thinking_trained"] is True
+    summary = json.loads((tiny_project / "data" / "mid_train" / "summary.json").read_text())
+    phases = [int(k) for k in summary["schedule"]["by_phase"] if k != "0"]
+    assert phases == sorted(phases) and len(phases) >= 3, summary["schedule"]

@@ -114,6 +114,7 @@ class MidDataConfig:
     agentic_image: ai.AgenticImageParams = dataclasses.field(default_factory=ai.AgenticImageParams)
     agentic_image_reports: int = 40              # rendered lab reports questioned (the first N)
     agentic_search_hops: list[int] = dataclasses.field(default_factory=lambda: [2, 3])   # chain length range
+    agentic_search_entities: int = 0             # entities probed for those chains (0 = kg_multihop's)
     decontam: DecontamParams = dataclasses.field(default_factory=DecontamParams)
     previews: int = 3                            # sample trajectories per family, as MLflow artifacts
 
@@ -203,7 +204,8 @@ def synthesize(cfg: MidDataConfig, client, out_dir: Path) -> tuple[GateOutcome, 
         # real, and retrieval success compounds over hops (~0.4 per hop at k=5 on this corpus)
         t = time.perf_counter()
         lo, hi = cfg.agentic_search_hops
-        p = dataclasses.replace(cfg.kg_multihop, min_hops=lo, max_hops=hi)
+        p = dataclasses.replace(cfg.kg_multihop, min_hops=lo, max_hops=hi,
+                                max_probe_entities=cfg.agentic_search_entities or cfg.kg_multihop.max_probe_entities)
         stats = {}
         chains = km.chain_records(km.multihop_qa(g, probe, p, cfg.seed + 1, chooser=chooser, writer=writer,
                                                  judge=judge, stats=stats))

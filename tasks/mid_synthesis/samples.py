@@ -27,10 +27,15 @@ gate that dropped it and a reason, so the stage reports read/kept/rejected per e
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 from collections import Counter
 from typing import Any
+
+from tasks.cpt_synthesis.samples import SampleError, image_part, text_part
+from tasks.cpt_synthesis.samples import sample_id as cpt_sample_id
+
+__all__ = ["FAMILIES", "PHASES", "ANSWER_KINDS", "GateOutcome", "SampleError", "image_part", "text_part", "tool_call",
+           "mid_sample", "validate_sample", "final_assistant"]
 
 FAMILIES = ("kg_multihop", "kg_paths", "rejection_sampling", "reverse_cot", "visual_cot",
             "agentic_search", "agentic_image")
@@ -39,15 +44,6 @@ PHASES = {1: "foundational_logic", 2: "long_horizon_deduction", 3: "perceptual_l
 ANSWER_KINDS = ("choice", "judgement", "fill", "open")
 ROLES = ("system", "user", "assistant", "tool")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
-
-
-class SampleError(ValueError):
-    """A sample that breaks the contract; `reason` is machine-readable."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclasses.dataclass
@@ -75,19 +71,8 @@ class GateOutcome:
 
 
 def sample_id(family: str, *parts: Any) -> str:
-    h = hashlib.sha256(family.encode())
-    for p in parts:
-        h.update(b"\x1f")
-        h.update(str(p).encode("utf-8", "surrogatepass"))
-    return f"mid-{family}-{h.hexdigest()[:20]}"
-
-
-def image_part() -> dict:
-    return {"type": "image"}
-
-
-def text_part(text: str) -> dict:
-    return {"type": "text", "text": text}
+    """The CPT contract's content hash under the "mid-" prefix."""
+    return "mid-" + cpt_sample_id(family, *parts).removeprefix("cpt-")
 
 
 def tool_call(name: str, arguments: dict) -> dict:

@@ -65,6 +65,7 @@ ANSWER_MARKER = re.compile(r"(?i)\b(?:final\s+answer|answer\s*(?:is|:|would be|=
                             r"|best\s+(?:option|answer)|the\s+diagnosis\s+is)\b")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[^a-z0-9])|\n+")
 _NEGATION_BEFORE = re.compile(r"(?:\bnot|\bno|\bnever|\bwithout|\bexclud\w*|\brule[sd]? out|n't)\s*(?:\w+\s+){0,1}$")
+_FINAL_LINE = re.compile(r"(?im)^[ \t*]*(?:final\s+)?answer\s*[:\-][ \t]*(\S[^\n]*)\s*\Z")
 _THINK_OPEN = re.compile(r"<(?:think|thinking|reasoning)>", re.IGNORECASE)
 _THINK_CLOSE = re.compile(r"</(?:think|thinking|reasoning)>", re.IGNORECASE)
 
@@ -74,11 +75,16 @@ def split_reply(text: str | None) -> tuple[str, str]:
     """(reasoning, answer) of a reply following the <think>...</think> convention. The answer is what the
     harness would parse (`strip_thinking`); the reasoning is what lies between the first <think> and the
     last </think> (or before a stray </think>, when the chat template opened the block). A reply with an
-    unclosed <think> has no answer: its reasoning never finished."""
+    unclosed <think> has no answer: its reasoning never finished. A reply without any think block that
+    ends with the requested "Answer: ..." line (models never trained on <think> reason in plain text)
+    splits there: the text before it is the reasoning, the line's content the answer."""
     if not text:
         return "", ""
     answer, had = strip_thinking(text)
     if not had:
+        last = _FINAL_LINE.search(answer)
+        if last and answer[: last.start()].strip():
+            return answer[: last.start()].strip(), last.group(1).strip()
         return "", answer.strip()
     closes = list(_THINK_CLOSE.finditer(text))
     opened = _THINK_OPEN.search(text)

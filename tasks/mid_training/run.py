@@ -24,54 +24,33 @@ by this call (a resumed run reports its own steps).
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import time
 from collections import Counter
 from pathlib import Path
 
-from models.checkpoint import checkpoint_digest
 from tasks.common.config import project_root, resolve
 from tasks.common.io import read_jsonl, without_wall_clock, write_json, write_jsonl
-from tasks.cpt_training.run import (
-    CptOutcome,
-    by_kind_table,
-    choose_checkpoint,
-    deepspeed_config,
-    heldout_metrics,
-    merged_trace,
-    run_identity,
-)
 from tasks.mid_training.config import MidTrainConfig
 from tasks.mid_training.schedule import build_schedule
 from tasks.mid_training.trainer import FamilyLossTrainer
-from tasks.training.callbacks import CompletionMarkerCallback, MetricsCallback
-from tasks.training.checkpoints import checkpoint_dir, run_key
 from tasks.training.collate import Collator
 from tasks.training.dataset import OrderedDataset
-from tasks.training.device import resolve as resolve_device
 from tasks.training.device import world
 from tasks.training.encode import SampleEncoder, encode_all, sample_rejection, write_rejections
-from tasks.training.model_io import load_model, save_trained
-from tasks.training.perplexity import perplexity
+from tasks.training.model_io import load_model
+from tasks.training.scheduled import (
+    TrainOutcome,
+    by_kind_table,
+    check_budget,
+    merged_trace,
+    run_schedule,
+    wall_metrics,
+)
 from tasks.training.splits import read_samples
-from tasks.training.trainer import training_arguments
 
 
-def check_budget(cfg: MidTrainConfig, entries: int, world_size: int) -> None:
-    """One pass over the schedule is the budget: a step cap that stops early would never reach the
-    last phases of the curriculum, so it is refused unless `allow_partial`."""
-    per_step = cfg.train.batch_size * cfg.train.grad_accum * world_size
-    if 0 < cfg.train.max_steps * per_step < entries and not cfg.allow_partial:
-        raise ValueError(f"train.max_steps={cfg.train.max_steps} x {per_step} samples per step covers "
-                         f"{cfg.train.max_steps * per_step} of the schedule's {entries} entries: the curriculum "
-                         "would not reach its last phase. Leave max_steps at 0 and size the data with "
-                         "mid_data's params or curriculum.max_per_phase (allow_partial=true for a smoke test).")
-
-
-def train_mid(cfg: MidTrainConfig, out: Path | None, log_metrics) -> CptOutcome:
-    rank, world_size = world()
-    placement = resolve_device(cfg.train.device)
+def train_mid(cfg: MidTrainConfig, out: Path | None, log_metrics) -> TrainOutcome:
+    _, world_size = world()
     started = time.perf_counter()
     samples, bad_lines = read_samples(resolve(cfg.samples_dir))
     samples = [s for s in samples if isinstance(s.get("id"), str) and s.get("family") and s.get("phase")]
@@ -83,8 +62,7 @@ def train_mid(cfg: MidTrainConfig, out: Path | None, log_metrics) -> CptOutcome:
 
     base_dir = resolve(cfg.base_model_dir)
     vlm = load_model(base_dir)
-    model, processor = vlm.model, vlm.processor
-    encoder = SampleEncoder(processor, cfg.encode, project_root(), budget=vlm.budget, factor=vlm.factor,
+    encoder = SampleEncoder(vlm.processor, cfg.encode, project_root(), budget=vlm.budget, factor=vlm.factor,
                             require_assistant_mask=True)
     replay_wanted = {e["id"] for e in entries if e["replay"]}
     replay_samples = []
@@ -102,57 +80,23 @@ def train_mid(cfg: MidTrainConfig, out: Path | None, log_metrics) -> CptOutcome:
     heldout = [s["id"] for s in heldout_rows if s["id"] in encoded]
     if not order:
         raise ValueError("the mid-training schedule is empty after encoding: nothing to train on")
-    check_budget(cfg, len(order), world_size)
-    family_of = {e["id"]: (e["family"], e["phase"]) for e in entries}
-    heldout_family = {s["id"]: s["family"] for s in heldout_rows}
+    check_budget(cfg, len(order), world_size, stops="the curriculum would not reach its last phase",
+                 budget="mid_data's engine sizes or curriculum.max_per_phase")
     dataset = OrderedDataset(encoded, order)
-    collate = Collator(processor, encoder.budget, encoder.factor, blank_image_for_text=world_size > 1,
+    collate = Collator(vlm.processor, encoder.budget, encoder.factor, blank_image_for_text=world_size > 1,
                        assistant_only_loss=True)
-    heldout_ds = OrderedDataset(encoded, heldout)
-
-    ds_config = deepspeed_config(cfg, world_size)
-    key = run_key(run_identity(cfg, placement, schedule=dataset.fingerprint(), base_model=checkpoint_digest(base_dir),
-                               world_size=world_size, deepspeed=Path(ds_config).read_text() if ds_config else None))
-    root = checkpoint_dir(resolve(cfg.checkpoint_root), key)
-    root.mkdir(parents=True, exist_ok=True)
-    resume_from, skipped = choose_checkpoint(cfg, root, world_size, dataset.fingerprint())
-
-    before = None
-    if rank == 0 and heldout:
-        cached = root / "heldout_before.json"
-        if cached.is_file():
-            before = json.loads(cached.read_text())
-        else:
-            before = perplexity(model.to(placement.device), heldout_ds, collate, cfg.eval_batch_size,
-                                group_of=heldout_family, seed=cfg.seed)
-            cached.write_text(json.dumps(before))
-        log_metrics(heldout_metrics(before), step=0)
-
-    args = training_arguments(cfg.train, root, seed=cfg.seed, deepspeed_config=ds_config, placement=placement)
-    metrics_cb = MetricsCallback(lambda m, step: log_metrics(m, step=step))
-    trainer = FamilyLossTrainer(model=model, args=args, train_dataset=dataset, data_collator=collate,
-                                component_lr=cfg.train.component_lr, group_of=family_of,
-                                log_fn=lambda m, step: log_metrics(m, step=step),
-                                trace_path=root / f"order_trace.rank{rank}.jsonl" if cfg.trace_order else None,
-                                callbacks=[metrics_cb, CompletionMarkerCallback(dataset)])
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    model_dir = (out / "model") if out is not None else root / f".model-rank{rank}"
-    save_trained(trainer, dataclasses.replace(vlm, budget=encoder.budget), model_dir,
-                 extra_meta={"stage": "mid_train", "thinking_trained": True, "run_key": key,
-                             "base_model": str(cfg.base_model_dir)})
-    step = trainer.state.global_step
-    if rank != 0:
-        return CptOutcome({"rank": rank, "global_step": step}, {}, root)
-    if ds_config:
-        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
-
-        unset_hf_deepspeed_config()
-    trained = load_model(model_dir).model.to(placement.device)
-    after = perplexity(trained, heldout_ds, collate, cfg.eval_batch_size, group_of=heldout_family,
-                       seed=cfg.seed) if heldout else None
-    if after:
-        log_metrics(heldout_metrics(after), step=step)
-    trace = merged_trace(root) if cfg.trace_order else []
+    run = run_schedule(cfg, vlm=vlm, encoder=encoder, dataset=dataset, heldout=OrderedDataset(encoded, heldout),
+                       group_of={s["id"]: s["family"] for s in heldout_rows}, collate=collate, out=out,
+                       log_metrics=log_metrics, base_dir=base_dir, trainer_cls=FamilyLossTrainer,
+                       extra_meta={"stage": "mid_train", "thinking_trained": True,
+                                   "base_model": str(cfg.base_model_dir)},
+                       trainer_kwargs={"group_of": {e["id"]: (e["family"], e["phase"]) for e in entries},
+                                       "log_fn": lambda m, step: log_metrics(m, step=step)})
+    trainer, step = run.trainer, run.trainer.state.global_step
+    if run.rank != 0:
+        return TrainOutcome({"rank": run.rank, "global_step": step}, {}, run.root)
+    before, after = run.before, run.after
+    trace = merged_trace(run.root) if cfg.trace_order else []
     write_jsonl(out / "order_trace.jsonl", trace)
     write_jsonl(out / "schedule.jsonl", order_entries)
     rejection_of = {r["id"]: r for r in rejected}
@@ -161,10 +105,7 @@ def train_mid(cfg: MidTrainConfig, out: Path | None, log_metrics) -> CptOutcome:
                for e in entries if e["id"] not in encoded]
     write_rejections(out / "rejected", dropped)
     write_rejections(out / "rejected_samples", rejected + bad_lines)
-    runtime = float(result.metrics.get("train_runtime", 0.0))
     tokens = int(trainer.state.num_input_tokens_seen)
-    steps_this_run = step - metrics_cb.start_step
-    tokens_this_run = tokens - metrics_cb.start_tokens
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     metrics = {"heldout_before": before, "heldout_after": after, "train_loss_first": losses[0] if losses else None,
                "train_loss_last": losses[-1] if losses else None, "global_step": step,
@@ -176,7 +117,8 @@ def train_mid(cfg: MidTrainConfig, out: Path | None, log_metrics) -> CptOutcome:
         "read": len(entries), "kept": len(order), "rejected": len(dropped),
         "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in dropped).items())),
         "samples_rejected": len(rejected), "heldout": len(heldout), "global_step": step,
-        "resumed_from": resume_from, "skipped_checkpoints": skipped, "run_key": key, "world_size": world_size,
+        "resumed_from": run.resume_from, "skipped_checkpoints": run.skipped, "run_key": run.key,
+        "world_size": world_size,
         "schedule": {"entries": len(order), "by_phase": {str(k): phases[k] for k in sorted(phases)},
                      "by_family": dict(sorted(Counter(e["family"] for e in order_entries).items())),
                      "cpt_replay": sum(e["replay"] for e in order_entries),
@@ -186,13 +128,11 @@ def train_mid(cfg: MidTrainConfig, out: Path | None, log_metrics) -> CptOutcome:
         "train_loss_by_group": trainer.mean_losses(), "train_loss_last": metrics["train_loss_last"],
         "heldout_loss_by_family": by_kind_table(before, after),
         "heldout_ppl_before": before["ppl"] if before else None, "heldout_ppl_after": after["ppl"] if after else None,
-        "tokens_seen": tokens, "steps_this_run": steps_this_run, "thinking_trained": True,
+        "tokens_seen": tokens, "steps_this_run": step - run.metrics_cb.start_step, "thinking_trained": True,
         "rows_skipped_in_training": dict(Counter(r for _, r in trainer.skipped_rows)),
         "partial": step * cfg.train.batch_size * cfg.train.grad_accum * world_size < len(order),
     }
-    wall = {"tokens_per_s": tokens_this_run / runtime if steps_this_run and runtime > 0 else None,
-            "train_runtime_s": runtime, "seconds": time.perf_counter() - started}
-    return CptOutcome(summary, {k: v for k, v in wall.items() if v is not None}, root)
+    return TrainOutcome(summary, wall_metrics(run, time.perf_counter() - started), run.root)
 
 
 def _share(entries: list[dict], quarter: int) -> float | None:

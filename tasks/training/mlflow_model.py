@@ -41,3 +41,13 @@ def log_trained_model(mlflow, model_dir: str | Path, *, registered_name: str, re
     version = getattr(info, "registered_model_version", None)
     return {"model_uri": info.model_uri, "registered_name": registered_name if register else None,
             "registered_version": str(version) if version is not None else None}
+
+
+def model_tags(tracker, model_dir: str | Path, params) -> dict:
+    """Log (and register) a training stage's saved model when its `mlflow` params ask for it (a
+    tasks/cpt_training/config.py ModelLogParams); the run tags that point at it."""
+    if not params.log_model:
+        return {}
+    logged = log_trained_model(tracker.mlflow, model_dir, registered_name=params.registered_name,
+                               register=params.register)
+    return {"model_uri": logged["model_uri"], "registered_version": logged["registered_version"] or ""}

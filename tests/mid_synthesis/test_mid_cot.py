@@ -472,3 +472,12 @@ def test_real_perception_items_exclude_test_images(data_root):
     out = reverse_cot(vq + rp, LocalCoTWriter(), LocalCoTJudge(), ReverseCoTParams(), ROOT)
     _accounted(out)
     assert all(s["phase"] == 3 for s in out.kept)
+
+
+def test_a_plain_text_reply_splits_at_its_final_answer_line():
+    """Models never trained on <think> reason in plain text and end with the requested answer line."""
+    assert split_reply("Fever is treated with rest.\nAcetaminophen lowers it.\nAnswer: acetaminophen") == (
+        "Fever is treated with rest.\nAcetaminophen lowers it.", "acetaminophen")
+    assert split_reply("Answer: B") == ("", "Answer: B")                  # no reasoning before it
+    assert split_reply("I think it is B.") == ("", "I think it is B.")    # no answer line: no reasoning
+    assert split_reply("<think>x y</think>\nAnswer: B") == ("x y", "Answer: B")
