@@ -224,16 +224,16 @@ class LocalSearchPolicy:
     def _one(self, r: Rollout, tool: SearchTool) -> None:
         p = self.params
         current = r.steps[0].current
-        noun = relation_info(r.steps[0].relation)[4]
         thought = (f"The question starts from {current}. I need to follow its links one at a time, beginning "
-                   f"with its {noun}, and check each link against the reference corpus.")
+                   f"with the entity X such that {phrase(r.steps[0], 'X')}, and check each link against the "
+                   "reference corpus.")
         chain: list[str] = [current]
         for i, step in enumerate(r.steps):
-            noun = relation_info(step.relation)[4]
+            clue = phrase(dataclasses.replace(step, current=current), "X")
             found = None
             for j, q in enumerate(queries_for(step, current)[: p.max_queries_per_hop]):
                 if j:
-                    thought = (f"These results do not settle the {noun} of {current}. "
+                    thought = (f"These results do not settle the entity X such that {clue}. "
                                f"I will search again with different words.")
                 results = tool.search(q, p.k)
                 r.messages += [_search_turn(thought + f" Search: \"{q}\".", q, p.k), _tool_turn(results)]
@@ -255,8 +255,9 @@ class LocalSearchPolicy:
             chain.append(surface)
             current = surface
             if i + 1 < len(r.steps):
-                nxt_noun = relation_info(r.steps[i + 1].relation)[4]
-                thought = f"{fact} Next I need the {nxt_noun} of {surface}."
+                # the clue read in the hop's own direction: "X such that eserine causes X", not "the cause of eserine"
+                nxt = dataclasses.replace(r.steps[i + 1], current=surface)
+                thought = f"{fact} Next I need the entity X such that {phrase(nxt, 'X')}."
         r.answer = current
         r.messages.append({"role": "assistant", "reasoning_content": f"{fact} Following the chain "
                            f"{' -> '.join(chain)}, the answer is {current}.", "content": current})

@@ -89,6 +89,9 @@ def user_text(item: RSItem) -> str:
     return item.question.strip() + (f"\n{opts}" if opts else "")
 
 
+REPLY_CHARS = 400
+
+
 def build_queries(item: RSItem, n: int, styles: Sequence[str]) -> list[Query]:
     """The N queries of one item: rotating styles, a sample tag so no two are the same request."""
     fmt = ANSWER_FORMAT.format(kind_hint=KIND_HINTS.get(item.answer_kind, ""))
@@ -108,8 +111,10 @@ def length_quantile_pick(lengths: Sequence[int], k: int) -> list[int]:
     return [order[int(round(x))] for x in np.linspace(0, n - 1, k)]
 
 
-def _locator(item: RSItem, expert: str, sample: int) -> dict:
-    return {"id": item.id, "question": item.question[:200], "expert": expert, "sample": sample}
+def _locator(item: RSItem, expert: str, sample: int, reply: str | None = None) -> dict:
+    """Where a rejected reply came from, with the reply itself (cut) so the gate's decision can be audited."""
+    loc = {"id": item.id, "question": item.question[:200], "expert": expert, "sample": sample}
+    return loc if reply is None else {**loc, "reply": reply[:REPLY_CHARS]}
 
 
 def rejection_sample(items: Sequence[RSItem], experts: Sequence[Expert], verifier: ThinkingVerifier | None = None,
@@ -144,7 +149,7 @@ def rejection_sample(items: Sequence[RSItem], experts: Sequence[Expert], verifie
             v = verify_outcome(answer, item.answer, item.answer_kind, item.options, p.outcome)
             if not v.ok:
                 out.reject("outcome", v.reason or "wrong", f"read={v.parsed!r} gold={item.answer!r}",
-                           _locator(item, expert.name, k))
+                           _locator(item, expert.name, k, reply.text))
                 continue
             st["passed_outcome"] += 1
             outcome_ok.append((i, expert.name, k, reasoning, answer))
@@ -154,7 +159,7 @@ def rejection_sample(items: Sequence[RSItem], experts: Sequence[Expert], verifie
     passed: dict[int, list[tuple[str, int, str, str]]] = {}
     for (i, name, k, r, a), fails in zip(outcome_ok, verdicts):
         if fails:
-            out.reject("thinking", fails[0], ",".join(fails), _locator(items[i], name, k))
+            out.reject("thinking", fails[0], ",".join(fails), _locator(items[i], name, k, f"{r}\nAnswer: {a}"))
             continue
         stats[name]["passed_thinking"] += 1
         passed.setdefault(i, []).append((name, k, r, a))
