@@ -70,7 +70,7 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=_mapping, default={}, metavar="KEY=N[,KEY=N]",
                    help="image budget overrides (ImageBudget fields, e.g. max_pixels=50176,max_side=448)")
     p.add_argument("--modes", type=_csv, default=["generate", "loglik"])
-    p.add_argument("--style", choices=["direct", "thinking"], default="direct")
+    p.add_argument("--style", choices=["auto", "direct", "thinking"], default="auto")
     p.add_argument("--continuation", choices=["text", "letter"], default="text")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=32)

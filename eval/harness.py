@@ -79,7 +79,9 @@ class EvalConfig:
     images: dict[str, Any] = dataclasses.field(default_factory=dict)   # ImageBudget overrides (training's
                                     # encode.images keys) over the checkpoint's medx_model.json budget
     modes: list[str] = dataclasses.field(default_factory=lambda: ["generate", "loglik"])
-    style: str = "direct"           # direct | thinking (<think> block stripped before parsing)
+    style: str = "auto"             # auto | direct | thinking (<think> block stripped before parsing); auto:
+                                    # thinking for a checkpoint trained with reasoning blocks (its
+                                    # medx_model.json says thinking_trained: mid-training on), else direct
     continuation: str = "text"      # loglik continuations: option text | letter
     max_new_tokens: int = 32
     max_new_tokens_thinking: int = 512
@@ -104,12 +106,31 @@ class EvalConfig:
         self.settings()   # validates modes, style, continuation, sizes, mode limits
         image_budget(ImageBudget(), self.images)   # unknown keys and non-numbers fail before any model loads
 
+    def resolved_style(self) -> str:
+        """`style`, with auto resolved from the checkpoint: a model trained to reason inside <think> is
+        asked to (the prompt's thinking line, the template's plain generation prompt, room for the
+        block); pre-filling an empty block instead puts it where training never did."""
+        if self.style != "auto":
+            return self.style
+        return "thinking" if self.model_path and thinking_trained(resolve_path(self.model_path)) else "direct"
+
     def settings(self) -> RunSettings:
-        return RunSettings(modes=tuple(self.modes), style=self.style, max_new_tokens=self.max_new_tokens,
+        return RunSettings(modes=tuple(self.modes), style=self.resolved_style(), max_new_tokens=self.max_new_tokens,
                            max_new_tokens_thinking=self.max_new_tokens_thinking,
                            max_new_tokens_longform=self.max_new_tokens_longform, batch_size=self.batch_size,
                            limit=self.limit, limits=dict(self.limits), mode_limits=dict(self.mode_limits),
                            seed=self.seed, continuation=self.continuation)
+
+
+def thinking_trained(path: Path) -> bool:
+    from models.checkpoint import META_FILE, CheckpointError, read_meta
+
+    if not (path / META_FILE).is_file():
+        return False
+    try:
+        return bool(read_meta(path).get("thinking_trained", False))
+    except CheckpointError:
+        return False
 
 
 def resolve_path(path: str) -> Path:
