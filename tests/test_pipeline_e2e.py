@@ -226,14 +226,25 @@ def test_cpt_model_loads_with_from_pretrained_and_generates(tiny_project: Path):
     assert out.shape[1] > inputs["input_ids"].shape[1]
 
 
-def test_mid_training_data_replays_and_the_checkpoint_thinks(tiny_project: Path):
+def replay_image_calls(tools, sample: dict) -> None:
+    calls = [c["function"] for m in sample["messages"] for c in (m.get("tool_calls") or [])]
+    assert calls, sample["id"]
+    for i, c in enumerate(calls):
+        assert tools.call(c["name"], c["arguments"], sample["images"][: i + 1]).ref == sample["images"][i + 1]
+
+
+def test_mid_training_data_replays_and_the_checkpoint_thinks(tiny_project: Path, tmp_path: Path):
     """Every tool call of a kept agentic sample re-executes to the result the sample holds (a real search
     over the same index, real ZOOM / ROTATE over the same images), and the mid checkpoint is marked as
-    trained with thinking, so the harness renders its prompts with the thinking switch."""
+    trained with thinking, so the harness evaluates it with the thinking template. The tiny checkpoint
+    cannot read a report, so the tool-effectiveness gate keeps no zoom trajectory here (as on the default
+    run); the engine's trajectories over the project's own rendered reports, built without that gate,
+    replay instead."""
     from training.cpt_project import in_project
 
     from tasks.common.config import load_stage_config, resolve
     from tasks.common.io import read_jsonl, shard_paths
+    from tasks.mid_synthesis.agentic_image import agentic_image, load_ocr_samples
     from tasks.mid_synthesis.agentic_search import replay_tool_calls
     from tasks.mid_synthesis.image_tools import ImageTools
     from tasks.mid_synthesis.run import MidDataConfig
@@ -242,7 +253,7 @@ def test_mid_training_data_replays_and_the_checkpoint_thinks(tiny_project: Path)
     samples = [s for p in shard_paths(tiny_project / "data" / "mid_data" / "samples") for s in read_jsonl(p)]
     search = [s for s in samples if s["family"] == "agentic_search"]
     image = [s for s in samples if s["family"] == "agentic_image"]
-    assert search and image, sorted({s["family"] for s in samples})
+    assert search, sorted({s["family"] for s in samples})
     with in_project(tiny_project):
         cfg, _ = load_stage_config("mid_data", MidDataConfig, ["profile=tiny"])
         tool = SearchTool.from_corpus(str(resolve(cfg.corpus_dir)), cfg.search)
@@ -250,9 +261,13 @@ def test_mid_training_data_replays_and_the_checkpoint_thinks(tiny_project: Path)
             assert all(replay_tool_calls(s, tool)), s["id"]
         tools = ImageTools(tiny_project, tiny_project / "data" / "mid_data" / "images")
         for s in image:
-            calls = [c["function"] for m in s["messages"] for c in (m.get("tool_calls") or [])]
-            for i, c in enumerate(calls):
-                assert tools.call(c["name"], c["arguments"], s["images"][: i + 1]).ref == s["images"][i + 1]
+            replay_image_calls(tools, s)
+        built_tools = ImageTools(tiny_project, tmp_path / "images")
+        ocr = load_ocr_samples(tiny_project / "data" / "cpt_data" / "samples", limit=20)
+        built = agentic_image(ocr, built_tools, cfg.agentic_image)          # no probe: effectiveness unchecked
+        assert built.kept and built.read == len(built.kept) + len(built.rejected)
+        for s in built.kept:
+            replay_image_calls(ImageTools(tiny_project, tmp_path / "images"), s)   # a fresh store: recomputed
     meta = json.loads((tiny_project / "data" / "mid_train" / "model" / "medx_model.json").read_text())
     assert meta["thinking_trained"] is True
     summary = json.loads((tiny_project / "data" / "mid_train" / "summary.json").read_text())
