@@ -14,8 +14,8 @@ What (tasks/mid_training/ does it, on the generic library tasks/training/):
   `curriculum.start_share` to `curriculum.end_share`;
 - every component trains (vision tower unfrozen), each at its `train.component_lr` rate;
 - resumable like `cpt` (checkpoints under .cache/mid_checkpoints/<run key>/);
-- the checkpoint is marked `thinking_trained: true`, so the eval harness renders its prompts with the
-  thinking switch (eval/models.py).
+- the checkpoint is marked `thinking_trained: true`, so the eval harness evaluates it with the thinking
+  template (`eval.style: auto`, eval/harness.py).
 Outputs (data/mid_train/): model/, metrics.json (loss per family and phase, held-out before/after,
 log history), summary.json, schedule.jsonl (every trained entry: id, phase, family, replay flags),
 order_trace.jsonl, rejected/ (schedule entries that could not be trained) and rejected_samples/.
@@ -29,10 +29,10 @@ from __future__ import annotations
 
 from tasks.common.io import head_jsonl
 from tasks.common.stage import Stage, StageContext, StageResult, main
-from tasks.cpt_training.run import cleanup_checkpoints
 from tasks.mid_training.config import MidTrainConfig
 from tasks.mid_training.run import train_mid
 from tasks.training.mlflow_model import model_tags
+from tasks.training.scheduled import cleanup_checkpoints
 
 
 def run(cfg: MidTrainConfig, ctx: StageContext) -> StageResult:

@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -36,10 +35,12 @@ from tasks.training.dataset import OrderedDataset
 from tasks.training.device import world
 from tasks.training.encode import SampleEncoder, encode_all, sample_rejection, write_rejections
 from tasks.training.model_io import load_model
-from tasks.training.scheduled import (  # noqa: F401 -- choose_checkpoint: re-exported for callers and tests
+from tasks.training.scheduled import (  # noqa: F401 -- choose_checkpoint, cleanup_checkpoints: re-exported
     TrainOutcome,
     by_kind_table,
     choose_checkpoint,
+    cleanup_checkpoints,
+    dropped_entries,
     merged_trace,
     run_schedule,
     wall_metrics,
@@ -96,11 +97,8 @@ def train_cpt(cfg: CptConfig, out: Path | None, log_metrics: LogFn) -> TrainOutc
     write_jsonl(out / "order_trace.jsonl", trace)
     # the unit of accounting is the schedule entry (a replayed sample counts once per entry):
     # rejected/ holds the entries that left the schedule, rejected_samples/ the samples behind them
-    rejection_of = {r["id"]: r for r in rejected}
-    dropped = [sample_rejection(e["id"], rejection_of.get(e["id"], {}).get("reason", "unknown"),
-                                rejection_of.get(e["id"], {}).get("detail", ""),
-                                locator=f"{cfg.order_dir}/manifest.jsonl:{e['position'] + 1}")
-               for e in sorted(manifest, key=lambda e: e["position"]) if e["id"] not in encoded]
+    dropped = dropped_entries(sorted(manifest, key=lambda e: e["position"]), encoded, rejected,
+                              lambda e: f"{cfg.order_dir}/manifest.jsonl:{e['position'] + 1}")
     write_rejections(out / "rejected", dropped)
     write_rejections(out / "rejected_samples", rejected + bad_lines)
     tokens = int(trainer.state.num_input_tokens_seen)
@@ -153,8 +151,3 @@ def trace_coverage(trace: list[dict], manifest: list[dict], order: str) -> dict:
     return {"entries": len(positions), "general": sum(bool(e.get("general")) for e in trained),
             "clusters_reached": len(first_seen), "clusters_in_schedule": len(all_ranks),
             "in_curriculum_order": first_seen == sorted(first_seen)}
-
-
-def cleanup_checkpoints(root: Path, keep: bool) -> None:
-    if not keep:
-        shutil.rmtree(root, ignore_errors=True)

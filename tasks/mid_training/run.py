@@ -13,8 +13,8 @@
 4. every component trains (the vision tower unfrozen, paper §4.2) at its own rate (`train.component_lr`);
 5. loss per family and phase during training (trainer.py) and held-out loss per family before and
    after (the saved model reloaded), with 95% bootstrap intervals;
-6. the model saved with `thinking_trained: true` in medx_model.json: the eval harness then gives it
-   the template's thinking switch (a direct answer pre-fills an empty <think></think>, eval/models.py).
+6. the model saved with `thinking_trained: true` in medx_model.json: the eval harness then evaluates it
+   with the thinking template (`eval.style: auto`, eval/harness.py).
 
 Resumable like `cpt`: checkpoints under .cache/mid_checkpoints/<run key>/, the run key hashing the
 params, the schedule and the starting model; a killed run started again resumes the newest complete
@@ -42,6 +42,7 @@ from tasks.training.scheduled import (
     TrainOutcome,
     by_kind_table,
     check_budget,
+    dropped_entries,
     merged_trace,
     run_schedule,
     wall_metrics,
@@ -99,10 +100,7 @@ def train_mid(cfg: MidTrainConfig, out: Path | None, log_metrics) -> TrainOutcom
     trace = merged_trace(run.root) if cfg.trace_order else []
     write_jsonl(out / "order_trace.jsonl", trace)
     write_jsonl(out / "schedule.jsonl", order_entries)
-    rejection_of = {r["id"]: r for r in rejected}
-    dropped = [sample_rejection(e["id"], rejection_of.get(e["id"], {}).get("reason", "unknown"),
-                                rejection_of.get(e["id"], {}).get("detail", ""), locator=f"schedule:{e['position']}")
-               for e in entries if e["id"] not in encoded]
+    dropped = dropped_entries(entries, encoded, rejected, lambda e: f"schedule:{e['position']}")
     write_rejections(out / "rejected", dropped)
     write_rejections(out / "rejected_samples", rejected + bad_lines)
     tokens = int(trainer.state.num_input_tokens_seen)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from tasks.training.callbacks import CompletionMarkerCallback, MetricsCallback
 from tasks.training.checkpoints import CheckpointError, check_complete, checkpoint_dir, latest_complete, run_key
 from tasks.training.device import Placement, world
 from tasks.training.device import resolve as resolve_device
+from tasks.training.encode import sample_rejection
 from tasks.training.model_io import load_model, save_trained
 from tasks.training.perplexity import perplexity
 from tasks.training.trainer import ScheduleTrainer, training_arguments
@@ -179,8 +181,11 @@ def run_schedule(cfg, *, vlm, encoder, dataset, heldout, group_of: dict[str, str
     before = None
     if rank == 0 and len(heldout):
         cached = root / "heldout_before.json"
-        before = json.loads(cached.read_text()) if cached.is_file() else measure(vlm.model)
-        cached.write_text(json.dumps(before))
+        if cached.is_file():
+            before = json.loads(cached.read_text())
+        else:
+            before = measure(vlm.model)
+            cached.write_text(json.dumps(before))
         log_metrics(heldout_metrics(before), step=0)
 
     args = training_arguments(cfg.train, root, seed=cfg.seed, deepspeed_config=ds_config, placement=placement)
@@ -208,6 +213,22 @@ def run_schedule(cfg, *, vlm, encoder, dataset, heldout, group_of: dict[str, str
         run.after = measure(load_model(model_dir).model)
         log_metrics(heldout_metrics(run.after), step=trainer.state.global_step)
     return run
+
+
+def dropped_entries(entries: list[dict], encoded: dict, rejected: list[dict], locator) -> list[dict]:
+    """One rejection per schedule entry whose sample could not be encoded, with that sample's reason
+    (the unit of accounting is the entry: a replayed sample counts once per entry); `locator(entry)`
+    says where the entry stands."""
+    rejection_of = {r["id"]: r for r in rejected}
+    return [sample_rejection(e["id"], rejection_of.get(e["id"], {}).get("reason", "unknown"),
+                             rejection_of.get(e["id"], {}).get("detail", ""), locator=locator(e))
+            for e in entries if e["id"] not in encoded]
+
+
+def cleanup_checkpoints(root: Path, keep: bool) -> None:
+    """A run's checkpoints go once its model is saved, unless the stage keeps them."""
+    if not keep:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def wall_metrics(run: ScheduledRun, seconds: float) -> dict:
