@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from tasks.corpus.images import ImageStore
+from tasks.cpt_synthesis.ocr_render import OCRRenderParams
+from tasks.cpt_synthesis.ocr_targets import OCRParams, synthesize_ocr
 from tasks.llm.client import LLMError
 from tasks.mid_synthesis.agentic_image import (
     AgenticImageParams,
@@ -58,7 +61,9 @@ from tasks.mid_synthesis.search_tool import (
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = ROOT / "data/quality/kept"
 EDGES = ROOT / "data/kg/edges.jsonl"
-OCR = ROOT / "data/cpt_data/samples/part-00000.jsonl"
+needs_corpus = pytest.mark.skipif(not (CORPUS / "part-00000.jsonl").exists(), reason="needs the quality DVC output")
+needs_kg = pytest.mark.skipif(not EDGES.exists() or not (CORPUS / "part-00000.jsonl").exists(),
+                              reason="needs the kg and quality DVC outputs")
 
 
 def _tool(texts: list[str], **kw) -> SearchTool:
@@ -106,6 +111,7 @@ def test_schema_and_call_render_the_real_results():
     assert tool.call({"query": "zzzz", "k": 3}) == "No results."
 
 
+@needs_corpus
 def test_real_corpus_index_finds_a_document_by_its_title():
     docs = list(read_corpus(str(CORPUS), max_docs=3000))     # radiology reports, then MEDLINE, then MedQuAD
     assert len(docs) == 3000 and all(t.strip() for _, t in docs)
@@ -246,6 +252,7 @@ def test_llm_policy_runs_the_real_tool_and_is_gated():
     assert replay_tool_calls(s, tool) == [True, True]
 
 
+@needs_kg
 @pytest.mark.parametrize("n_edges", [60])
 def test_real_kg_edges_are_retrieved_from_their_corpus(n_edges):
     edges = []
@@ -358,18 +365,35 @@ def test_geometric_share_and_token_recall():
     assert token_recall("Sodium 140.4 mmol/L", "Potassium 4.1") == 0.0
 
 
-# ----------------------------------------------------------------------------- think with image, real reports
-def _ocr_samples(n_plain=4, n_rotated=2):
+# ----------------------------------------------------------------------------- think with image, rendered reports
+def _render_reports(root: Path, n: int = 24) -> Path:
+    """Lab reports rendered by the CPT stage's own renderer into `root` as `data/cpt_data` would hold them
+    (images content-addressed under data/cpt_data/images, samples in part-00000.jsonl). No perspective warp,
+    and a third rotated, so a small run has both plain and rotated reports."""
+    out = root / "data/cpt_data"
+    store = ImageStore(out / "images", "data/cpt_data/images", max_pixels=4_000_000)
+    params = OCRParams(images=n, render=OCRRenderParams(perspective_p=0.0, rotate_p=0.34, occlusion_p=0.0))
+    rendered = synthesize_ocr(n, 7, params, store.put_bytes)
+    assert not rendered.rejected
+    (out / "samples").mkdir(parents=True)
+    with open(out / "samples/part-00000.jsonl", "w", encoding="utf-8") as f:
+        for s in rendered.kept:
+            f.write(json.dumps(s, ensure_ascii=False) + "\n")
+    return out / "samples"
+
+
+def _ocr_samples(samples_dir: Path, n_plain=4, n_rotated=2):
     plain, rotated = [], []
-    everything = load_ocr_samples(OCR.parent)
-    assert len(everything) >= 100 and load_ocr_samples(OCR.parent, limit=3) == everything[:3]
-    assert all(s["task"] == "ocr_transcription" for s in everything)
+    everything = load_ocr_samples(samples_dir)
+    assert len(everything) == 24 and load_ocr_samples(samples_dir, limit=3) == everything[:3]
+    assert all(s["task"] == "ocr_transcription" for s in everything)   # the ocr_qa samples are skipped
     for s in everything:
         a = s["meta"]["augment"]
-        if a.get("rotation_deg") and not a.get("perspective") and len(rotated) < n_rotated:
+        if a.get("rotation_deg") and len(rotated) < n_rotated:
             rotated.append(s)
-        elif not a.get("rotation_deg") and not a.get("perspective") and len(plain) < n_plain:
+        elif not a.get("rotation_deg") and len(plain) < n_plain:
             plain.append(s)
+    assert len(rotated) == n_rotated and len(plain) == n_plain
     return plain + rotated
 
 
@@ -396,8 +420,13 @@ class StubExpert:
 
 
 @pytest.fixture(scope="module")
-def ocr():
-    return _ocr_samples()
+def reports_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("reports")
+
+
+@pytest.fixture(scope="module")
+def ocr(reports_root):
+    return _ocr_samples(_render_reports(reports_root))
 
 
 def test_table_rows_match_the_row_lines(ocr):
@@ -412,8 +441,8 @@ def test_table_rows_match_the_row_lines(ocr):
     assert cands[0].question == prompt.format(cands[0].cells[0])
 
 
-def test_agentic_image_on_real_reports(ocr, tmp_path):
-    tools = ImageTools(ROOT, tmp_path / "img", ImageToolParams(image_dir="data/mid_data/images"))
+def test_agentic_image_on_rendered_reports(ocr, reports_root, tmp_path):
+    tools = ImageTools(reports_root, tmp_path / "img", ImageToolParams(image_dir="data/mid_data/images"))
     params = AgenticImageParams(rows_per_image=1)
     probe = StubProbe()
     out = agentic_image(ocr, tools, params, probe=probe)
@@ -450,8 +479,8 @@ def test_agentic_image_on_real_reports(ocr, tmp_path):
     assert [s["id"] for s in again.kept] == [s["id"] for s in out.kept]          # deterministic
 
 
-def test_tool_effectiveness_and_expert_gates(ocr, tmp_path):
-    tools = ImageTools(ROOT, tmp_path / "img")
+def test_tool_effectiveness_and_expert_gates(ocr, reports_root, tmp_path):
+    tools = ImageTools(reports_root, tmp_path / "img")
     params = AgenticImageParams(rows_per_image=1)
     solved = agentic_image(ocr, tools, params, probe=StubProbe(full_right=True))
     assert not solved.kept
@@ -477,8 +506,8 @@ def test_tool_effectiveness_and_expert_gates(ocr, tmp_path):
     assert down.by_gate()["perception"]["expert_failed"] == n
 
 
-def test_skewed_rows_and_non_ocr_samples_are_rejected_with_reasons(ocr, tmp_path):
-    tools = ImageTools(ROOT, tmp_path / "img")
+def test_skewed_rows_and_non_ocr_samples_are_rejected_with_reasons(ocr, reports_root, tmp_path):
+    tools = ImageTools(reports_root, tmp_path / "img")
     s = json.loads(json.dumps(ocr[0]))
     for ln in s["meta"]["lines"]:                      # a perspective that slants every line by 3 row heights
         (x0, y0), (x1, _), (_, y2), _ = ln["quad"]
