@@ -6,6 +6,8 @@
     python -m eval --predictions preds.jsonl --benchmarks medqa --out /tmp/ev        # score outputs only
     python -m eval --model M --byo my_bench=mcq:path/to/my_bench.jsonl --benchmarks my_bench --out /tmp/ev
     python -m eval --model M --limit 20 --mode-limits loglik=200 --images max_pixels=50176 --out /tmp/ev
+    python -m eval --model M --benchmarks medqa --instruct-items 20 --instruct-multi-turn 4 --out /tmp/ev
+    python -m eval --predictions preds.jsonl --no-instruct --out /tmp/ev
     python -m eval progression --root data/eval --out data/eval_progression
     python -m eval list
 
@@ -23,6 +25,7 @@ from pathlib import Path
 
 from eval.benchmarks import BUNDLED, CATEGORIES, FAMILIES, REGISTRY, parse_byo_arg
 from eval.harness import ByoConfig, DecontamConfig, EvalConfig, JudgeConfig, run
+from eval.instruct import InstructParams
 from eval.runner import ResumeMismatch, RunInterrupted
 
 
@@ -79,6 +82,14 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="HF model: auto = cuda + bfloat16 when a GPU is present, else cpu float32")
     p.add_argument("--judge", choices=["local", "llm", "none"], default="local", help="long-form rubric judge")
+    defaults = InstructParams()
+    p.add_argument("--no-instruct", action="store_true", help="skip the instruction-following benchmark")
+    p.add_argument("--instruct-items", type=int, default=defaults.single_items,
+                   help="instruction following: single-turn prompts")
+    p.add_argument("--instruct-multi-turn", type=int, default=defaults.multi_turn_items,
+                   help="instruction following: three-turn conversations (persistence)")
+    p.add_argument("--instruct-max-new-tokens", type=int, default=defaults.max_new_tokens,
+                   help="instruction following: reply budget (direct style)")
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--decontam-report", default="data/clean/decontamination_report.jsonl")
     p.add_argument("--out", required=True)
@@ -102,7 +113,10 @@ def config_from_args(a: argparse.Namespace) -> EvalConfig:
                       continuation=a.continuation,
                       max_new_tokens=a.max_new_tokens, batch_size=a.batch_size, threads=a.threads, seed=a.seed,
                       device=a.device, data_root=a.data_root, judge=JudgeConfig(method=a.judge),
-                      decontam=DecontamConfig(report=a.decontam_report))
+                      decontam=DecontamConfig(report=a.decontam_report),
+                      instruct=InstructParams(enabled=not a.no_instruct, single_items=a.instruct_items,
+                                              multi_turn_items=a.instruct_multi_turn,
+                                              max_new_tokens=a.instruct_max_new_tokens))
 
 
 def print_summary(metrics: dict) -> None:
@@ -119,6 +133,14 @@ def print_summary(metrics: dict) -> None:
         print(f"{name:>14}: " + "; ".join(parts))
     for cat, c in metrics["categories"].items():
         print(f"{'[' + cat + ']':>14}: " + ", ".join(f"{m} {100 * c[m]:.1f}" for m in ("generate", "loglik") if m in c))
+    ins = metrics.get("instruct")
+    if ins is not None:
+        scores = [f"{k.replace('_', ' ')} {100 * ins[k]:.1f}" for k in ("prompt_strict", "prompt_loose",
+                                                                        "instruction_strict", "instruction_loose")
+                  if k in ins]
+        if "persistence_strict" in ins["multi_turn"]:
+            scores.append(f"multi-turn persistence {100 * ins['multi_turn']['persistence_strict']:.1f}")
+        print(f"{'instruct':>14}: " + ("; ".join(scores) if scores else f"skipped {ins['skipped']}"))
 
 
 def main(argv: list[str] | None = None) -> int:

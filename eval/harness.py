@@ -1,4 +1,5 @@
-"""One evaluation, end to end: config -> model adapter -> runner -> report files.
+"""One evaluation, end to end: config -> model adapter -> runner (+ instruction following,
+eval/instruct.py, on the same adapter) -> report files.
 
 Used by the `eval` stage (tasks/eval.py, one checkpoint per DVC foreach entry) and by the CLI
 (`python -m eval`), so both evaluate with exactly the same protocol. `EvalConfig` is the stage's
@@ -26,6 +27,8 @@ from typing import Any, Literal
 
 from eval.benchmarks import BUNDLED, BenchmarkSpec, byo_spec, get_spec
 from eval.heldout import HeldoutConfig, heldout_perplexity
+from eval.instruct import InstructParams, run_instruct
+from eval.instruct import write_items as write_instruct_items
 from eval.judge import LLMRubricJudge, LocalRubricJudge
 from eval.models import EndpointModel, HFModel, PredictionsModel, image_budget, local_endpoint_identity
 from eval.report import load_decontam, write_report
@@ -98,6 +101,9 @@ class EvalConfig:
     decontam: DecontamConfig = dataclasses.field(default_factory=DecontamConfig)
     # held-out medical perplexity of a project checkpoint (eval/heldout.py); heldout: "" = not measured
     perplexity: HeldoutConfig = dataclasses.field(default_factory=lambda: HeldoutConfig(heldout=""))
+    # instruction following on medical requests (eval/instruct.py): its own items, replies and cache; not
+    # part of `settings()`, so the benchmark runs' fingerprint and resumed items are untouched
+    instruct: InstructParams = dataclasses.field(default_factory=InstructParams)
 
     def __post_init__(self) -> None:
         sources = [bool(self.model_path), bool(self.endpoint), bool(self.predictions)]
@@ -224,7 +230,8 @@ def open_judge(cfg: EvalConfig, llm_cfg=None, client=None) -> Iterator:
 def run(cfg: EvalConfig, out_dir: str | Path, work_dir: str | Path, *, llm_cfg=None, client=None,
         profile: str | None = None, progress: bool = False, fresh: bool = False,
         restart_on_mismatch: bool = False, title: str | None = None) -> tuple[dict, dict, EvalResult]:
-    """Evaluate and write items.jsonl + the report files into `out_dir`.
+    """Evaluate and write items.jsonl + the report files into `out_dir`; with `instruct.enabled`, the
+    instruction-following items too (instruct_items.jsonl, metrics.json `instruct`, a report section).
 
     client   the pipeline's LLM client, open (the stage runner's): the llm judge and endpoint=local use it
     llm_cfg  settings of the clients the harness opens itself; default: the `llm:` section under
@@ -241,14 +248,21 @@ def run(cfg: EvalConfig, out_dir: str | Path, work_dir: str | Path, *, llm_cfg=N
                           progress=progress, fresh=fresh, restart_on_mismatch=restart_on_mismatch)
         if isinstance(adapter, PredictionsModel):
             result.adapter_stats["unmatched_predictions"] = adapter.unmatched()
+        # the same adapter, the same style; replies cached beside items.jsonl (instruct_items.jsonl)
+        instruct = (run_instruct(adapter, cfg.instruct, resolve_path(cfg.data_root), work_dir,
+                                 style=cfg.resolved_style(), batch_size=cfg.batch_size, progress=progress, fresh=fresh,
+                                 restart_on_mismatch=restart_on_mismatch)
+                    if cfg.instruct.enabled else None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_items(result.rows, out / "items.jsonl")
+    if instruct is not None:
+        write_instruct_items(instruct, out / "instruct_items.jsonl")
     decontam = load_decontam(resolve_path(cfg.decontam.report),
                              [resolve_path(d) for d in cfg.decontam.kept_dirs if resolve_path(d).is_dir()])
     heldout = (heldout_perplexity(cfg.perplexity, resolve_path(cfg.model_path), device=cfg.device,
                                   images=cfg.images, seed=cfg.seed)
                if cfg.perplexity.heldout else None)
     metrics, summary = write_report(result, out, decontam=decontam, data_root=resolve_path(cfg.data_root),
-                                    title=title or f"Evaluation: {cfg.checkpoint}", heldout=heldout)
+                                    title=title or f"Evaluation: {cfg.checkpoint}", heldout=heldout, instruct=instruct)
     return metrics, summary, result

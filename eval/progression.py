@@ -12,10 +12,18 @@ and writes:
   difference and whether it is significant;
 - progression_plot.json  DVC plots data: one row per checkpoint, one field per benchmark (wide);
 - progression_metrics.json  DVC metrics: <checkpoint>.<benchmark>.<mode>.{score, score_ci_low,
-  score_ci_high, delta, delta_ci_low, delta_ci_high, delta_significant (0/1)}: what that stage changed;
+  score_ci_high, delta, delta_ci_low, delta_ci_high, delta_significant (0/1)}: what that stage changed
+  (also <checkpoint>.<benchmark>.<mode>_parse_failure_rate.{...} and <checkpoint>.instruct.<score>.{...});
 - held-out medical perplexity (metrics.json `heldout_perplexity`, eval/heldout.py) as rows of the
   pseudo-mode `perplexity`, benchmark `heldout:<data kind>`: lower is better, the change tested on
   the log scale;
+- parse failures per benchmark and mode (metrics.json `parse_failures` of `n`) as rows of the
+  pseudo-mode `<mode>_parse_failure_rate`: a proportion with its Wilson interval, the change with
+  Newcombe's (lower is better);
+- instruction following (metrics.json `instruct`, eval/instruct.py) as rows of benchmark `instruct`,
+  one pseudo-mode per score (`INSTRUCT_METRICS`: IFEval's prompt / instruction strict / loose and the
+  multi-turn persistence strict / loose), proportions as above; a checkpoint evaluated before the
+  instruction-following benchmark existed shows "n/a";
 - progression.md, progression.csv, progression.png (one line per benchmark over checkpoints with its
   interval band; category macro-averages, named category:<name>, dashed).
 
@@ -40,7 +48,7 @@ import math
 from pathlib import Path
 
 from eval import MODES, PRIMARY
-from eval.intervals import diff_normal, newcombe_from_intervals, significant
+from eval.intervals import diff_normal, newcombe_from_intervals, significant, wilson
 from tasks.common.io import write_json
 
 STAGE_ORDER = ("base", "cpt", "mid", "mid_train", "sft", "rl")
@@ -92,7 +100,48 @@ def table(metrics_by_ckpt: dict[str, dict]) -> list[dict]:
         for kind, e in m.get("heldout_perplexity", {}).items():
             row = _row(ckpt, step, f"heldout:{kind}", PERPLEXITY, e, "ppl", 0.0, proportion=False)
             rows.append({**row, "interval": "bootstrap_log"} if "score_ci_low" in row else row)
+        rows += parse_failure_rows(ckpt, step, m) + instruct_rows(ckpt, step, m)
     return add_deltas(rows)
+
+
+PARSE_SUFFIX = "_parse_failure_rate"     # pseudo-mode of the parse-failure rows: <mode>_parse_failure_rate
+
+
+def parse_failure_rows(ckpt: str, step: int, m: dict) -> list[dict]:
+    """Per benchmark and mode: the parse-failure rate (k of n) with its Wilson interval. k is
+    `parse_failures`, or the rate x n for a metrics.json that stored only the rate."""
+    rows = []
+    for name, entry in m.get("benchmarks", {}).items():
+        for mode in MODES:
+            e = entry.get(mode) or {}
+            n = e.get("n", 0)
+            k = e.get("parse_failures", round(e["parse_failure_rate"] * n) if "parse_failure_rate" in e else None)
+            if not n or k is None:
+                continue
+            lo, hi = wilson(k, n)
+            rows.append({"checkpoint": ckpt, "step": step, "benchmark": name, "mode": mode + PARSE_SUFFIX,
+                         "score": round(k / n, 6), "chance": 0.0, "score_ci_low": round(lo, 6),
+                         "score_ci_high": round(hi, 6), "interval": "wilson"})
+    return rows
+
+
+INSTRUCT = "instruct"                    # the benchmark name of the instruction-following rows
+# metric -> where it sits in metrics.json `instruct` (eval/instruct.py aggregate)
+INSTRUCT_METRICS = {"prompt_strict": (), "prompt_loose": (), "instruction_strict": (), "instruction_loose": (),
+                    "persistence_strict": ("multi_turn",), "persistence_loose": ("multi_turn",)}
+
+
+def instruct_rows(ckpt: str, step: int, m: dict) -> list[dict]:
+    """The instruction-following scores of one checkpoint (none when its metrics.json has no `instruct`
+    or nothing was scored); `<metric>_correct` marks a proportion (Wilson, Newcombe for the change)."""
+    rows = []
+    for metric, path in INSTRUCT_METRICS.items():
+        e = m.get(INSTRUCT) or {}
+        for key in path:
+            e = e.get(key) or {}
+        if metric in e:
+            rows.append(_row(ckpt, step, INSTRUCT, metric, e, metric, 0.0, f"{metric}_correct" in e))
+    return rows
 
 
 # Held-out perplexity (eval/heldout.py) rides along as a pseudo-mode: lower is better, and its
@@ -145,8 +194,13 @@ def wide(rows: list[dict]) -> list[dict]:
     out: dict[str, dict] = {}
     for r in rows:
         row = out.setdefault(r["checkpoint"], {"checkpoint": r["checkpoint"], "step": r["step"]})
+        if r["benchmark"] == INSTRUCT and r["mode"] in INSTRUCT_METRICS:
+            row[f"{INSTRUCT}_{r['mode']}"] = r["score"]
+            continue
+        prefix = {"generate": "", "loglik": "loglik_", PERPLEXITY: "ppl_"}.get(r["mode"])
+        if prefix is None:              # parse-failure rates: in the long table and the metrics only
+            continue
         name = r["benchmark"].replace("category:", "category_")
-        prefix = {"generate": "", "loglik": "loglik_", PERPLEXITY: "ppl_"}[r["mode"]]
         row[prefix + name.replace("heldout:", "")] = r["score"]
     return sorted(out.values(), key=lambda r: r["step"])
 
@@ -204,7 +258,42 @@ def markdown(rows: list[dict], ckpts: list[str]) -> str:
                      for c in ckpts]
             lines.append(f"| {kind.removeprefix('heldout:')} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _parse_failure_lines(rows, ckpts) + _instruct_lines(rows, ckpts)
     return "\n".join(lines)
+
+
+def _cell_or_na(rows: list[dict], ckpt: str, bench: str, mode: str) -> str:
+    r = next((r for r in rows if r["checkpoint"] == ckpt and r["benchmark"] == bench and r["mode"] == mode), None)
+    return "n/a" if r is None else cell(r)
+
+
+def _parse_failure_lines(rows: list[dict], ckpts: list[str]) -> list[str]:
+    prows = [r for r in rows if r["mode"].endswith(PARSE_SUFFIX)]
+    if not prows:
+        return []
+    lines = ["## Parse failures (rate in %, lower is better)", "",
+             "Answers the parser could not read (scored as wrong), per benchmark and mode; here ▲ is a "
+             "significant rise in failures. n/a: the checkpoint has no such result.", "",
+             "| benchmark | mode | " + " | ".join(ckpts) + " |", "|---|---|" + "---|" * len(ckpts)]
+    for bench, mode in dict.fromkeys((r["benchmark"], r["mode"]) for r in prows):
+        cells = [_cell_or_na(prows, c, bench, mode) for c in ckpts]
+        lines.append(f"| {bench} | {mode.removesuffix(PARSE_SUFFIX)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _instruct_lines(rows: list[dict], ckpts: list[str]) -> list[str]:
+    irows = [r for r in rows if r["benchmark"] == INSTRUCT and r["mode"] in INSTRUCT_METRICS]
+    if not irows:
+        return []
+    lines = ["## Instruction following (IFEval-style, %)", "",
+             "Prompt: every constraint of a single-turn prompt holds; instruction: each constraint; "
+             "persistence: every turn-1 constraint of a conversation still holds in turn 3. Strict: the reply "
+             "as given; loose: IFEval's loose variants. n/a: the checkpoint was not evaluated on it.", "",
+             "| score | " + " | ".join(ckpts) + " |", "|---|" + "---|" * len(ckpts)]
+    for metric in INSTRUCT_METRICS:
+        if any(r["mode"] == metric for r in irows):
+            lines.append(f"| {metric} | " + " | ".join(_cell_or_na(irows, c, INSTRUCT, metric) for c in ckpts) + " |")
+    return lines + [""]
 
 
 

@@ -10,10 +10,14 @@ Files written by `write_report(result, out_dir, decontam)`:
                  <key>_correct, k of n, for a proportion), .subsets.<subset>.<mode>,
                  categories.<cat>.{<mode>, <mode>_ci_low, <mode>_ci_high, <mode>_chance},
                  overall.{<mode>, <mode>_ci_low, <mode>_ci_high},
-                 decontamination.<name>.{checked, flagged, flagged_rate, score_clean, score_flagged, ...};
+                 decontamination.<name>.{checked, flagged, flagged_rate, score_clean, score_flagged, ...},
+                 instruct.{prompt_strict, prompt_loose, instruction_strict, instruction_loose (+ _ci_low,
+                 _ci_high, _correct), categories.<cat>.{strict, loose}, kinds.<kind>.{strict, loose},
+                 multi_turn.{persistence_strict, persistence_loose, instruction_*}} (eval/instruct.py);
 - summary.json   what is not a number: model identity, fingerprint, families, categories, accounting,
                  quarantine and skip reasons, how intervals are computed, which benchmarks the
-                 clean stage checked for contamination;
+                 clean stage checked for contamination, the instruction-following benchmark's version,
+                 vocabulary, style and token budget (`instruct`);
 - scores_plot.json  DVC plots data, one row per (benchmark, mode): score, its interval, chance;
 - table.csv, report.md, scores.png  (MLflow table artifact, human report, bar chart with interval bars).
 
@@ -230,9 +234,10 @@ INTERVAL_NOTE = ("In brackets: 95% interval (Wilson score interval for accuracie
 
 
 def build(result: EvalResult, decontam: dict | None = None, data_root: str | Path | None = None,
-          heldout: dict | None = None) -> tuple[dict, dict]:
+          heldout: dict | None = None, instruct=None) -> tuple[dict, dict]:
     """(metrics, summary); `data_root` (default: params.yaml's) is written as `${data_root}`;
-    `heldout` is eval/heldout.py's held-out perplexity (or why it was not measured)."""
+    `heldout` is eval/heldout.py's held-out perplexity (or why it was not measured); `instruct` the
+    instruction-following result (eval/instruct.py InstructResult: its .metrics and .summary)."""
     benchmarks = benchmark_table(result)
     categories = category_table(result, benchmarks)
     metrics = {"benchmarks": benchmarks, "categories": categories, "overall": overall(categories, result),
@@ -255,6 +260,9 @@ def build(result: EvalResult, decontam: dict | None = None, data_root: str | Pat
         summary["decontamination_checked"] = (None if checked is None else
                                               {n: checked[n] for n in sorted(result.selected) if n in checked})
         summary["decontamination_not_checked_reason"] = decontam["unchecked_reason"]
+    if instruct is not None:
+        metrics["instruct"] = instruct.metrics
+        summary["instruct"] = instruct.summary
     return metrics, relative_paths(summary, path_prefixes(data_root))
 
 
@@ -331,6 +339,7 @@ def markdown(metrics: dict, summary: dict, title: str) -> str:
         lines += [f"- {n}: " + ", ".join(f"{k} {v}" for k, v in r.items()) for n, r in failures.items()]
         lines.append("")
     lines += _heldout_lines(metrics.get("heldout_perplexity"), summary.get("heldout_perplexity"))
+    lines += instruct_lines(metrics.get("instruct"), summary.get("instruct"))
     lines += ["## Decontamination", ""]
     lines += _decontamination_lines(metrics["decontamination"], summary)
     if summary["quarantine_reasons"] or summary["skip_reasons"]:
@@ -353,6 +362,43 @@ def _heldout_lines(ppl: dict | None, info: dict | None) -> list[str]:
         lines.append(f"| {kind} | {r['samples']} | {r['tokens']} | {r['ppl']:.2f} "
                      f"[{r['ppl_ci_low']:.2f}, {r['ppl_ci_high']:.2f}] |")
     return lines + [""]
+
+
+def _lvl_row(label: str, n: int, m: dict, strict: str, loose: str) -> str:
+    return f"| {label} | {n} | {_pct_ci(m, strict) or 'n/a'} | {_pct_ci(m, loose) or 'n/a'} |"
+
+
+def instruct_lines(m: dict | None, info: dict | None) -> list[str]:
+    """The instruction-following section (eval/instruct.py): IFEval's four, multi-turn persistence,
+    per category and kind; or why nothing was scored."""
+    if m is None or info is None:
+        return []
+    lines = ["## Instruction following (IFEval-style)", "",
+             (f"Benchmark version `{info['version']}`: {info['single_items']} single-turn medical requests and "
+              f"{info['multi_turn_items']} three-turn conversations (topics: {info['topics']} MeSH terms from "
+              f"`{info['vocabulary']}`), constraints of the `{info['split']}` split only (never used to build "
+              f"SFT data). Style {info['style']}, at most {info['max_new_tokens']} new tokens; a <think> block "
+              "is removed before checking. Strict: the reply as given; loose: IFEval's loose variants (markdown "
+              "asterisks, first or last line removed). In %, 95% Wilson interval in brackets."), ""]
+    if not m["scored"]:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(info.get("skip_reasons", {}).items()))
+        return lines + [f"Not scored: {m['skipped']} item(s) skipped ({reasons or 'no items'}).", ""]
+    mt = m["multi_turn"]
+    lines += ["| level | n | strict | loose |", "|---|---|---|---|",
+              _lvl_row("prompt (every constraint of a prompt)", m["prompts"], m, "prompt_strict", "prompt_loose"),
+              _lvl_row("instruction (each constraint)", m["instructions"], m, "instruction_strict",
+                       "instruction_loose"),
+              _lvl_row("multi-turn persistence (turn-1 constraints in turn 3)", mt["prompts"], mt,
+                       "persistence_strict", "persistence_loose"),
+              _lvl_row("multi-turn instruction", mt["instructions"], mt, "instruction_strict", "instruction_loose"),
+              ""]
+    for title, key in (("category", "categories"), ("constraint kind", "kinds")):
+        lines += [f"| {title} (single-turn) | instructions | strict | loose |", "|---|---|---|---|"]
+        lines += [_lvl_row(name, e["instructions"], e, "strict", "loose") for name, e in m[key].items()]
+        lines.append("")
+    if m["failures"]:
+        lines += [f"Items without a usable reply (scored as failing every constraint): {m['failures']}.", ""]
+    return lines
 
 
 def _decontamination_lines(dec: dict, summary: dict) -> list[str]:
@@ -418,10 +464,10 @@ def bar_chart(plot: list[dict], path: Path, title: str) -> None:
 
 def write_report(result: EvalResult, out_dir: str | Path, *, decontam: dict | None = None,
                  title: str = "Evaluation", data_root: str | Path | None = None,
-                 heldout: dict | None = None) -> tuple[dict, dict]:
+                 heldout: dict | None = None, instruct=None) -> tuple[dict, dict]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    metrics, summary = build(result, decontam, data_root, heldout)
+    metrics, summary = build(result, decontam, data_root, heldout, instruct)
     write_json(out / "metrics.json", metrics)
     write_json(out / "summary.json", summary)
     plot = plot_rows(metrics)

@@ -12,18 +12,23 @@ cuda; an OpenAI-compatible endpoint; or a predictions file) answers every config
 one protocol: the same templates, greedy decoding, deterministic parsing, generation Pass@1 and
 option log-likelihood, every score with a 95% interval (eval/intervals.py: Wilson for accuracies, a
 seeded bootstrap otherwise). The llm rubric judge and `endpoint=local` use the pipeline's LLM client,
-which the stage runner opens.
+which the stage runner opens. With `instruct.enabled` (default) the same model also answers the
+instruction-following benchmark (eval/instruct.py: medical requests with verifiable constraints of
+the eval split, single-turn and three-turn), in the checkpoint's own style.
 
 Output (data/eval/<checkpoint>/, atomically): items.jsonl (one scored row per item and mode),
-metrics.json (DVC metrics), scores_plot.json (DVC plots), summary.json (model identity, fingerprint,
-accounting), report.md, table.csv, scores.png, quarantine.jsonl; every path in them is relative to
-the project root. Per-item results also go to .cache/eval/<checkpoint>/ as they come, so a run
+instruct_items.jsonl (every instruction-following item: messages, constraints, reply, strict and
+loose verdicts; or its skip reason), metrics.json (DVC metrics; `instruct` holds the
+instruction-following scores), scores_plot.json (DVC plots), summary.json (model identity,
+fingerprint, accounting, the instruction-following benchmark's version), report.md, table.csv,
+scores.png, quarantine.jsonl; every path in them is relative to the project root. Per-item results
+also go to .cache/eval/<checkpoint>/ as they come (items.jsonl, instruct_items.jsonl), so a run
 stopped by a failing endpoint resumes without asking answered items again.
 MLflow child run `eval@<checkpoint>` (tag `checkpoint`): <benchmark>.<mode>.<metric> with
 <metric>_ci_low / <metric>_ci_high, category macro-averages with theirs, parse-failure rates,
-decontamination overlap and whether the clean stage checked each benchmark (every number of
-metrics.json), items/s per mode; artifacts report.md, table.csv (+ an MLflow table), scores.png,
-metrics.json, summary.json.
+decontamination overlap and whether the clean stage checked each benchmark, instruct.<score> (every
+number of metrics.json), items/s per mode; artifacts report.md, table.csv (+ an MLflow table),
+scores.png, metrics.json, summary.json.
 
 Why: one harness for every checkpoint and any model makes scores comparable along the pipeline;
 outputs free of wall clock and machine paths make a re-run byte-identical, so DVC re-runs nothing
@@ -57,6 +62,8 @@ def run(cfg: EvalConfig, ctx: StageContext) -> StageResult:
         log_table(ctx.tracker.mlflow, ctx.out / "table.csv")
     line = ", ".join(f"{n} {100 * e['generate']['score']:.1f}" for n, e in metrics["benchmarks"].items()
                      if "generate" in e)
+    if "prompt_strict" in metrics.get("instruct", {}):
+        line += f"; instruct prompt-strict {100 * metrics['instruct']['prompt_strict']:.1f}"
     return StageResult(summary=summary, metrics=flat, artifacts=[(name, "eval") for name in ARTIFACTS],
                        tags={"checkpoint": cfg.checkpoint}, line=f"{line}; overall {metrics['overall']}",
                        write_summary=False)      # the harness writes summary.json beside metrics.json

@@ -9,12 +9,16 @@ wrote, orders the checkpoints by the pipeline (base, cpt, mid, sft, rl; unknown 
 and puts their scores side by side, each with its 95% interval and its change over the previous
 checkpoint, the change with the 95% interval of the difference (Newcombe's hybrid score interval for
 accuracies, the normal approximation from the two bootstrap intervals otherwise) and a mark:
-▲ / ▼ significant rise / fall (the interval excludes 0), ~ not significant.
+▲ / ▼ significant rise / fall (the interval excludes 0), ~ not significant. Beside the scores: the
+parse-failure rate per benchmark and mode (Wilson interval, Newcombe change), and the
+instruction-following scores (metrics.json `instruct`: prompt / instruction strict / loose,
+multi-turn persistence), "n/a" for a checkpoint evaluated without them.
 
 Output (data/eval_progression/, atomically): progression.json (long table), progression_plot.json
-(DVC plots: one row per checkpoint, one field per benchmark), progression_metrics.json (DVC metrics:
-<checkpoint>.<benchmark>.<mode>.{score, score_ci_low, score_ci_high, delta, delta_ci_low,
-delta_ci_high, delta_significant}), progression.md, progression.csv, progression.png.
+(DVC plots: one row per checkpoint, one field per benchmark, instruct_<score>), progression_metrics.json
+(DVC metrics: <checkpoint>.<benchmark>.<mode>.{score, score_ci_low, score_ci_high, delta, delta_ci_low,
+delta_ci_high, delta_significant}, with <checkpoint>.<benchmark>.<mode>_parse_failure_rate.{...} and
+<checkpoint>.instruct.<score>.{...} in the same shape), progression.md, progression.csv, progression.png.
 MLflow child run `eval_progression`: every number of progression_metrics.json; the four human-readable
 files as artifacts.
 

@@ -90,7 +90,7 @@ def test_the_dag_ran_every_stage(dag_run):
 # Stages that turn records into records account for each one; the model and evaluation stages
 # (base_model, eval@*, eval_progression) report parameters and scores instead.
 RECORD_STAGES = {"collect", "clean", "quality", "entities", "entity_tree", "entity_map", "kg", "cpt_data",
-                 "cpt_order", "cpt", "mid_data", "mid_train"}
+                 "cpt_order", "cpt", "mid_data", "mid_train", "sft_data", "sft"}
 
 
 def test_every_stage_accounts_for_every_record(tiny_project: Path):
@@ -155,6 +155,19 @@ def test_mlflow_has_one_parent_with_a_child_per_stage(dag_run):
     mid_data = {a.path for a in client.list_artifacts(by_stage["mid_data"].info.run_id, "mid_data")}
     assert "mid_data/decontamination_report.jsonl" in mid_data, mid_data
     assert any(k.startswith("engines.kg_multihop.rejected_by_gate.") for k in by_stage["mid_data"].data.metrics)
+    assert any(k.startswith("sft.") for k in progression), sorted(progression)
+    assert client.get_registered_model("medxiaohe-sft").latest_versions, "the SFT model is registered"
+    sft = by_stage["sft"]
+    assert client.get_metric_history(sft.info.run_id, "train.loss.family.mid_data"), sorted(sft.data.metrics)
+    sft_data = by_stage["sft_data"]
+    names = {a.path for a in client.list_artifacts(sft_data.info.run_id, "sft_data")}
+    assert {"sft_data/coverage_grid.png", "sft_data/coverage_grid.csv"} <= names, names
+    m = sft_data.data.metrics
+    for src in ("mid_data", "instruct", "pubmedqa"):
+        assert m[f"sources.{src}.read"] == m[f"sources.{src}.kept"] + m[f"sources.{src}.rejected"], src
+    assert any(k.startswith("consensus.") for k in m), sorted(m)
+    eval_sft = next(r for r in children if r.data.tags["stage"] == "eval@sft")
+    assert "instruct.prompt_strict" in eval_sft.data.metrics, sorted(eval_sft.data.metrics)
 
 
 def test_second_run_is_a_dvc_noop(tiny_project: Path):
@@ -273,3 +286,39 @@ def test_mid_training_data_replays_and_the_checkpoint_thinks(tiny_project: Path,
     summary = json.loads((tiny_project / "data" / "mid_train" / "summary.json").read_text())
     phases = [int(k) for k in summary["schedule"]["by_phase"] if k != "0"]
     assert phases == sorted(phases) and len(phases) >= 3, summary["schedule"]
+
+
+def test_review_queue_round_trip_through_the_stage(tiny_project: Path, tmp_path: Path):
+    """The human queue for real: the escalated samples the DAG run exported as Label Studio tasks get a
+    reviewer's verdict in a Label Studio JSON export, and `sft_data` run again with that file (into another
+    folder, leaving the DVC outputs alone) keeps the accepted ones as human-verified and rejects the rest
+    with the reviewer's reason; nothing escalated is lost either way."""
+    from tasks.common.io import read_jsonl, shard_paths
+
+    tasks = json.loads((tiny_project / "data/sft_data/review_queue/tasks.json").read_text())
+    assert tasks, "the tiny run escalates some candidates"
+    verdicts = {}
+    export = []
+    for k, t in enumerate(tasks[:4]):
+        verdict = "accept" if k % 2 == 0 else "reject"
+        verdicts[t["data"]["sample_id"]] = verdict
+        result = [{"from_name": "verdict", "to_name": "question", "type": "choices", "value": {"choices": [verdict]}}]
+        export.append({**t, "annotations": [{"id": k + 1, "was_cancelled": False, "result": result}]})
+    labels = tmp_path / "labels.json"
+    labels.write_text(json.dumps(export))
+    out = tmp_path / "sft_data"
+    run_in(tiny_project, "python", "-m", "tasks.sft_data", "profile=tiny", f"out_dir={out}", f"review_labels={labels}",
+           env=project_env(tiny_project, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                               MEDX_MLFLOW_ARTIFACTS=(tmp_path / "artifacts").as_uri()))
+    samples = [s for p in shard_paths(out / "samples") for s in read_jsonl(p)]
+    rejected = [r for p in shard_paths(out / "rejected") for r in read_jsonl(p)]
+    human = {s["meta"].get("repeat_of", s["id"]) for s in samples if s["meta"]["accuracy"] == "human"}
+    accepted = {i for i, v in verdicts.items() if v == "accept"}
+    # an accepted sample may still be cut by the coverage grid or decontamination, never lost
+    dropped_later = {r["item"]["id"] for r in rejected if r["gate"] in ("coverage", "decontamination")}
+    assert accepted - dropped_later <= human and human <= accepted
+    by_reviewer = {r["item"]["id"] for r in rejected if r["reason"] == "rejected_by_reviewer"}
+    assert by_reviewer == {i for i, v in verdicts.items() if v == "reject"}
+    before = json.loads((tiny_project / "data/sft_data/summary.json").read_text())["review_queue"]
+    after = json.loads((out / "summary.json").read_text())["review_queue"]
+    assert after["awaiting_review"] == before["awaiting_review"] - len(verdicts)

@@ -23,7 +23,8 @@ from tasks.common.stage import main
 from tasks.common.tracking import EXPERIMENT
 
 ROOT = Path(__file__).resolve().parents[2]
-OUTPUTS = ("items.jsonl", "metrics.json", "summary.json", "report.md", "table.csv", "scores_plot.json")
+OUTPUTS = ("items.jsonl", "metrics.json", "summary.json", "report.md", "table.csv", "scores_plot.json",
+           "instruct_items.jsonl")
 
 
 def test_cli_predictions_and_list(tmp_path, capsys):
@@ -38,6 +39,10 @@ def test_cli_predictions_and_list(tmp_path, capsys):
     assert "pubmedqa: pass@1" in out and "report:" in out
     rows = [json.loads(line) for line in (tmp_path / "out" / "items.jsonl").read_text().splitlines()]
     assert len(rows) == 5 and sum(r["failure"] == "missing_prediction" for r in rows) >= 4
+    # a predictions file answers single prompts only: every instruction-following item is skipped, with why
+    assert "instruct: skipped 52" in out
+    skipped = [json.loads(line) for line in (tmp_path / "out" / "instruct_items.jsonl").read_text().splitlines()]
+    assert len(skipped) == 52 and {r["skipped"] for r in skipped} == {"adapter_cannot_chat"}
 
 
 def test_cli_options_reach_the_config():
@@ -48,6 +53,14 @@ def test_cli_options_reach_the_config():
     assert (cfg.endpoint_revision, cfg.mode_limits, cfg.images) == ("ckpt-7", {"loglik": 200},
                                                                     {"max_pixels": 50176, "max_side": 448})
     assert cfg.settings().limit_for("medqa", "loglik") == 200 and cfg.settings().limit_for("medqa", "generate") == 0
+    assert cfg.instruct.enabled and (cfg.instruct.single_items, cfg.instruct.multi_turn_items) == (40, 12)
+    a = run_parser().parse_args(["--model", "m", "--instruct-items", "6", "--instruct-multi-turn", "2",
+                                 "--instruct-max-new-tokens", "24", "--out", "o"])
+    ins = config_from_args(a).instruct
+    assert (ins.single_items, ins.multi_turn_items, ins.max_new_tokens) == (6, 2, 24)
+    assert not config_from_args(run_parser().parse_args(["--model", "m", "--no-instruct", "--out", "o"])).instruct.enabled
+    # the instruct block is not part of the benchmark runs' settings: their resume fingerprint is unchanged
+    assert config_from_args(a).settings() == EvalConfig(model_path="m").settings()
 
 
 def test_cli_as_a_module_reports_bad_arguments(tmp_path):
@@ -73,7 +86,8 @@ def test_stage_outputs_are_identical_across_checkouts_and_free_of_their_paths(ti
     import mlflow
 
     args = ["checkpoint=tiny", "model_path=data/model", "benchmarks=[medqa,pubmedqa]", "limit=3", "mode_limits.loglik=3",
-            "max_new_tokens=4", "device=cpu"]
+            "max_new_tokens=4", "device=cpu", "instruct.single_items=2", "instruct.multi_turn_items=1",
+            "instruct.max_new_tokens=4"]
     outs = {}
     for name in ("a", "bb"):                           # two checkouts, paths of different lengths
         project = checkout(tmp_path / name / "medx", tiny_llama, data_root)
@@ -91,6 +105,9 @@ def test_stage_outputs_are_identical_across_checkouts_and_free_of_their_paths(ti
 
     metrics = json.loads(outs["a"]["metrics.json"])
     assert set(metrics["benchmarks"]) == {"medqa", "pubmedqa"}
+    assert (metrics["instruct"]["items"], metrics["instruct"]["prompts"], metrics["instruct"]["multi_turn"]["prompts"]) == (3, 2, 1)
+    assert "## Instruction following (IFEval-style)" in outs["a"]["report.md"].decode()
+    assert json.loads(outs["a"]["summary.json"])["instruct"]["vocabulary"] == "${data_root}/vocab/mesh_2017_tree.txt"
     assert metrics["benchmarks"]["medqa"]["loglik"]["n"] == 3 and metrics["benchmarks"]["medqa"]["generate"]["n"] == 3
 
     runs = mlflow.search_runs(experiment_names=[EXPERIMENT], filter_string="tags.stage = 'eval@tiny'",
@@ -99,6 +116,7 @@ def test_stage_outputs_are_identical_across_checkouts_and_free_of_their_paths(ti
     m = runs[0].data.metrics
     assert "benchmarks.medqa.generate.score" in m and "categories.medical_text.loglik" in m
     assert m["benchmarks.medqa.generate.n"] == 3 and m["throughput.generate_items_per_s"] > 0
+    assert "instruct.prompt_strict" in m and "instruct.multi_turn.persistence_strict_ci_high" in m
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(runs[0].info.run_id, "eval")}
     assert {"eval/report.md", "eval/table.csv", "eval/scores.png", "eval/table.json", "eval/summary.json"} <= arts
 
@@ -115,6 +133,7 @@ def test_stage_outputs_are_identical_across_checkouts_and_free_of_their_paths(ti
     m = run.data.metrics
     assert m["tiny.medqa.generate.delta"] == pytest.approx(m["tiny.medqa.generate.score"] - m["base.medqa.generate.score"])
     assert "tiny.medqa.loglik.score" in m and "tiny.medqa.loglik.delta" not in m          # base has no loglik
+    assert "tiny.instruct.prompt_strict.delta" in m and "tiny.medqa.generate_parse_failure_rate.score" in m
 
 
 def test_stage_configs_reject_unknown_keys_and_devices():

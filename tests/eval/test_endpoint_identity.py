@@ -17,6 +17,7 @@ from scripted_endpoint import ScriptedEndpoint
 from eval.benchmarks import REGISTRY
 from eval.harness import DecontamConfig, EvalConfig
 from eval.harness import run as harness_run
+from eval.instruct import InstructParams
 from eval.models import EndpointModel, local_endpoint_identity, normalise_url
 from eval.runner import ResumeMismatch, RunSettings, evaluate
 from tasks.common.gguf import find_gguf
@@ -104,7 +105,8 @@ def test_local_server_on_two_models_under_one_name_gives_two_result_sets(data_ro
     other = altered_gguf(tmp_path / "altered")
     cfg = EvalConfig(checkpoint="smol", endpoint="local", benchmarks=["medqa", "pubmedqa"], limit=2,
                      modes=["generate"], max_new_tokens=12, data_root=str(data_root),
-                     decontam=DecontamConfig(report=str(tmp_path / "no_report.jsonl"), kept_dirs=[]))
+                     decontam=DecontamConfig(report=str(tmp_path / "no_report.jsonl"), kept_dirs=[]),
+                     instruct=InstructParams(enabled=False))
 
     def run(gguf: Path | None, out: str):
         llm = LLMConfig(cache_dir=str(cache), seed=1234, timeout_s=120, max_tokens=48,

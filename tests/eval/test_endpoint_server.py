@@ -50,7 +50,7 @@ def test_stage_with_endpoint_local_evaluates_the_server_the_runner_started(data_
     args = ["checkpoint=smol", "endpoint=local", "benchmarks=[pubmedqa]", "limit=2", "modes=[generate]",
             "max_new_tokens=16", f"data_root={data_root}", f"out_root={tmp_path / 'eval'}",
             f"work_root={tmp_path / 'work'}", f"llm.cache_dir={tmp_path / 'cache'}",
-            f"llm.server.log_file={tmp_path / 'server.log'}", "llm.seed=1234"]
+            f"llm.server.log_file={tmp_path / 'server.log'}", "llm.seed=1234", "instruct.enabled=false"]
     summary = main(eval_stage.STAGE, args)
     # known by the model file the server serves, not by its port (another one at the second run)
     assert summary["model"] == {"adapter": "endpoint", "model": "smollm2-135m-instruct", "vision": False,
