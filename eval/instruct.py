@@ -45,7 +45,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -57,8 +56,7 @@ import numpy as np
 from eval import constraints as C
 from eval.intervals import wilson
 from eval.models import EndpointModel, HFModel, NoOutput, display_path
-from eval.runner import ResumeMismatch, RunInterrupted
-from tasks.common.io import iter_jsonl
+from eval.runner import ResultsFile, RunInterrupted
 
 ITEMS_FILE = "instruct_items.jsonl"      # work dir: raw replies (resume); out dir: the audited items
 RUN_FILE = "instruct_run.json"
@@ -360,42 +358,11 @@ def fingerprint(adapter, style: str, budget: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-class ReplyStore:
+def reply_store(work_dir: Path, fp: str, *, fresh: bool, restart_on_mismatch: bool = False) -> ResultsFile:
     """<work_dir>/instruct_items.jsonl + instruct_run.json: raw replies of one fingerprint, appended as
-    they come, keyed by (item id, item digest)."""
-
-    def __init__(self, work_dir: Path, fp: str, *, fresh: bool, restart_on_mismatch: bool = False):
-        self.dir = Path(work_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / ITEMS_FILE
-        run_file = self.dir / RUN_FILE
-        if run_file.exists() and not fresh:
-            old = json.loads(run_file.read_text()).get("fingerprint")
-            if old != fp and self.path.exists() and self.path.stat().st_size:
-                if not restart_on_mismatch:
-                    raise ResumeMismatch(f"{self.path} holds instruct replies of another model/settings ({old}); "
-                                         f"use a new output directory or fresh=True (--fresh) to discard them")
-                fresh = True
-        if fresh and self.path.exists():
-            self.path.unlink()
-        run_file.write_text(json.dumps({"fingerprint": fp}, indent=2) + "\n")
-        self.rows: dict[tuple[str, str], dict] = {}
-        if self.path.exists():
-            for row, torn in iter_jsonl(self.path):
-                if torn is None:          # a line torn by a kill mid-write: that item is asked again
-                    self.rows[(row["id"], row["digest"])] = row
-        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed by close()
-
-    def append(self, row: dict) -> None:
-        self._fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-        self.rows[(row["id"], row["digest"])] = row
-
-    def flush(self) -> None:
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-
-    def close(self) -> None:
-        self._fh.close()
+    they come, keyed by (item id, item digest): the runner's resumable results file under other names."""
+    return ResultsFile(work_dir, fp, fresh=fresh, restart_on_mismatch=restart_on_mismatch, items_file=ITEMS_FILE,
+                       run_file=RUN_FILE, key=lambda row: (row["id"], row["digest"]), what="instruct replies")
 
 
 # ---- scoring ----------------------------------------------------------------------------------
@@ -483,7 +450,7 @@ def run_instruct(adapter, params: InstructParams, data_root: str | Path, work_di
         summary.update(fingerprint=None, skip_reasons={reason: len(items)} if items else {})
         return InstructResult([], skipped, aggregate([], len(items)), summary)
     fp = fingerprint(adapter, style, budget)
-    store = ReplyStore(Path(work_dir), fp, fresh=fresh, restart_on_mismatch=restart_on_mismatch)
+    store = reply_store(Path(work_dir), fp, fresh=fresh, restart_on_mismatch=restart_on_mismatch)
     pending = [it for it in items if (it.id, it.digest) not in store.rows]
     # longest chat first: a batch holds chats of similar length and pads little
     pending.sort(key=lambda it: (-sum(len(m["content"]) for m in it.messages), it.id))

@@ -138,33 +138,36 @@ def _key(benchmark: str, item_id: str, mode: str) -> tuple[str, str, str]:
 
 
 class ResultsFile:
-    """items.jsonl + run.json in `work_dir`: append-as-you-go rows of one fingerprint."""
+    """<items_file> + <run_file> in `work_dir`: append-as-you-go rows of one fingerprint, keyed by `key(row)`
+    (the benchmark runs: (benchmark, id, mode); the instruction-following replies: (id, digest))."""
 
-    def __init__(self, work_dir: Path, fingerprint: str, *, fresh: bool, restart_on_mismatch: bool = False):
+    def __init__(self, work_dir: Path, fingerprint: str, *, fresh: bool, restart_on_mismatch: bool = False,
+                 items_file: str = ITEMS_FILE, run_file: str = RUN_FILE, key=None, what: str = "results"):
         self.dir = Path(work_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.path = self.dir / ITEMS_FILE
-        run_file = self.dir / RUN_FILE
-        if run_file.exists() and not fresh:
-            old = json.loads(run_file.read_text()).get("fingerprint")
+        self.path = self.dir / items_file
+        self.key = key or (lambda row: _key(row["benchmark"], row["id"], row["mode"]))
+        run_path = self.dir / run_file
+        if run_path.exists() and not fresh:
+            old = json.loads(run_path.read_text()).get("fingerprint")
             if old != fingerprint and self.path.exists() and self.path.stat().st_size:
                 if not restart_on_mismatch:
-                    raise ResumeMismatch(f"{self.path} holds results of another model/settings ({old}); "
+                    raise ResumeMismatch(f"{self.path} holds {what} of another model/settings ({old}); "
                                          f"use a new output directory or fresh=True (--fresh) to discard them")
                 fresh = True      # a retrained checkpoint under the same name: its old results are stale
         if fresh and self.path.exists():
             self.path.unlink()
-        run_file.write_text(json.dumps({"fingerprint": fingerprint}, indent=2) + "\n")
-        self.rows: dict[tuple[str, str, str], dict] = {}
+        run_path.write_text(json.dumps({"fingerprint": fingerprint}, indent=2) + "\n")
+        self.rows: dict[tuple, dict] = {}
         if self.path.exists():
             for row, torn in iter_jsonl(self.path):
                 if torn is None:          # a line torn by a kill mid-write: that item is asked again
-                    self.rows[_key(row["benchmark"], row["id"], row["mode"])] = row
+                    self.rows[self.key(row)] = row
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - append-as-you-go, closed by close()
 
     def append(self, row: dict) -> None:
         self._fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
-        self.rows[_key(row["benchmark"], row["id"], row["mode"])] = row
+        self.rows[self.key(row)] = row
 
     def flush(self) -> None:
         self._fh.flush()

@@ -162,8 +162,9 @@ def export_queue(escalated: Sequence[dict], records: Sequence[dict], out_dir: st
     for t in tasks:
         reasons[t["data"]["escalation"]] = reasons.get(t["data"]["escalation"], 0) + 1
     return {"tasks": len(tasks), "with_images": sum(bool(t["data"]["images"]) for t in tasks),
-            "by_reason": dict(sorted(reasons.items())), "tasks_path": str(qdir / "tasks.json"),
-            "config_path": str(qdir / "label_config.xml")}
+            "by_reason": dict(sorted(reasons.items())),
+            # relative to the output directory: a stage writes into a temporary directory first
+            "tasks_path": f"{QUEUE_DIR}/tasks.json", "config_path": f"{QUEUE_DIR}/label_config.xml"}
 
 
 # ----------------------------------------------------------------------------- import
