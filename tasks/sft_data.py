@@ -27,8 +27,8 @@ implementation behind the same interface):
 
 Outputs (data/sft_data/): samples/part-*.jsonl (tasks/sft_synthesis/samples.py contract), rejected/ (every
 dropped candidate: source, gate, reason), review_queue/ (Label Studio tasks and labeling config),
-consensus.jsonl (one record per voted candidate), coverage_grid.csv + coverage_grid.png (before and
-after), decontamination_report.jsonl, previews/<source>.jsonl, summary.json.
+consensus.jsonl (one record per voted candidate), consensus_histogram.png, coverage_grid.csv +
+coverage_grid.png (before and after), decontamination_report.jsonl, previews/<source>.jsonl, summary.json.
 Accounting: the unit is a candidate (a pool row, an instruction-following construction, a rewrite);
 read == kept + rejected per source and in total.
 
@@ -48,6 +48,25 @@ from tasks.common.stage import Stage, StageContext, StageResult, main
 from tasks.sft_synthesis import grid as gr
 from tasks.sft_synthesis.consensus import consensus_histogram
 from tasks.sft_synthesis.run import SFTDataConfig, build_sft_set
+
+
+def consensus_chart(hist: dict, path) -> None:
+    """Bar chart of the consensus scores of the voted candidates (agree / total per candidate)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    edges, counts = hist["edges"], hist["counts"]
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    ax.bar([(a + b) / 2 for a, b in zip(edges, edges[1:])], counts, width=(edges[1] - edges[0]) * 0.9,
+           color="#4c72b0")
+    ax.set_xlabel("consensus (share of voting experts agreeing with the candidate's answer)")
+    ax.set_ylabel("candidates")
+    ax.set_title(f"{hist['scored']} candidates voted, {hist['unanimous']} unanimous")
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
 
 
 def _loc(item) -> str:
@@ -82,18 +101,26 @@ def run(cfg: SFTDataConfig, ctx: StageContext) -> StageResult:
         write_jsonl(ctx.out / "previews" / f"{src}.jsonl", [s for s in built.samples if s["family"] == src][: cfg.previews])
         previews.append((f"previews/{src}.jsonl", "sft_data/previews"))
     g = built.grid_table
-    bands = Counter()
+    before_bands, after_bands = Counter(), Counter()
     for r in built.grid_rows:
-        bands[r["band"]] += r["after"]
+        before_bands[r["band"]] += r["before"]
+        after_bands[r["band"]] += r["after"]
+    hist = consensus_histogram(built.records)
+    consensus_chart(hist, ctx.out / "consensus_histogram.png")
     summary = {
         "sources": table,
         "samples_by_source": dict(sorted(Counter(s["family"] for s in built.samples).items())),
         "accuracy": dict(sorted(Counter(s["meta"]["accuracy"] for s in built.samples).items())),
-        "consensus": consensus_histogram(built.records),
+        # the histogram as named bins (MLflow keeps numbers under names, not lists)
+        "consensus": {**{k: hist[k] for k in ("scored", "no_votes", "mean_score", "unanimous")},
+                      "histogram": {f"{lo:.1f}-{hi:.1f}": n for lo, hi, n in
+                                    zip(hist["edges"], hist["edges"][1:], hist["counts"])}},
         "review_queue": built.queue,
         "grid": {"cells_before": len(g["before"]), "cells_after": sum(1 for v in g["after"].values() if v),
                  "target": g["target"], "tail_threshold": g["tail_threshold"], "repeats": g["repeats"],
-                 "trained_rows": len(built.samples) + g["repeats"], "rows_by_band": dict(sorted(bands.items()))},
+                 "trained_rows": len(built.samples) + g["repeats"],
+                 "rows_before_by_band": dict(sorted(before_bands.items())),
+                 "rows_after_by_band": dict(sorted(after_bands.items()))},
         "decontamination": {"collisions": len(built.decontam_report),
                             "by_benchmark": dict(sorted(Counter(r["benchmark"] for r in built.decontam_report).items()))},
     }
@@ -102,6 +129,7 @@ def run(cfg: SFTDataConfig, ctx: StageContext) -> StageResult:
     return StageResult(summary=summary, metrics={f"time.{k}": v for k, v in built.timings.items()},
                        samples=built.samples[:20],
                        artifacts=[*previews, ("coverage_grid.png", "sft_data"), ("coverage_grid.csv", "sft_data"),
+                                  ("consensus_histogram.png", "sft_data"), ("consensus.jsonl", "sft_data"),
                                   ("review_queue/tasks.json", "sft_data/review_queue"),
                                   ("review_queue/label_config.xml", "sft_data/review_queue"),
                                   ("decontamination_report.jsonl", "sft_data"), ("summary.json", "sft_data")],

@@ -312,7 +312,8 @@ def test_review_queue_round_trip_through_the_stage(tiny_project: Path, tmp_path:
                                MEDX_MLFLOW_ARTIFACTS=(tmp_path / "artifacts").as_uri()))
     samples = [s for p in shard_paths(out / "samples") for s in read_jsonl(p)]
     rejected = [r for p in shard_paths(out / "rejected") for r in read_jsonl(p)]
-    human = {s["meta"].get("repeat_of", s["id"]) for s in samples if s["meta"]["accuracy"] == "human"}
+    # a rewritten variant of an accepted sample is human-verified too (its answer is the reviewed one)
+    human = {s["meta"].get("rewrite_of") or s["id"] for s in samples if s["meta"]["accuracy"] == "human"}
     accepted = {i for i, v in verdicts.items() if v == "accept"}
     # an accepted sample may still be cut by the coverage grid or decontamination, never lost
     dropped_later = {r["item"]["id"] for r in rejected if r["gate"] in ("coverage", "decontamination")}
