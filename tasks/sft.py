@@ -8,9 +8,9 @@ What (tasks/sft_training/ does it, on the generic library tasks/training/, the l
 `mid_train` run; no hand-written loop):
 - continues data/mid_train/model on data/sft_data/samples: chat samples with <think> rationales,
   tool calls and tool results, images, multi-turn instruction following, with assistant-only loss;
-- held-out groups per source (a question and its rewritten or repeated copies stay on one side);
-- loss per source (train.loss.family.<source>) and per epoch (train.loss.phase.<epoch>) in MLflow,
-  held-out loss per source before and after;
+- held-out groups per source (a question and its rewritten or repeated copies stay on one side; a
+  training sample of another pool built on a held-out sample's source is set aside, counted);
+- loss per source (train.loss.family.<source>) in MLflow, held-out loss per source before and after;
 - resumable like `cpt` (checkpoints under .cache/sft_checkpoints/<run key>/);
 - the checkpoint is marked `thinking_trained: true`: the harness evaluates it with the thinking
   template (`eval.style: auto`).

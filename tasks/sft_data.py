@@ -27,8 +27,8 @@ implementation behind the same interface):
 
 Outputs (data/sft_data/): samples/part-*.jsonl (tasks/sft_synthesis/samples.py contract), rejected/ (every
 dropped candidate: source, gate, reason), review_queue/ (Label Studio tasks and labeling config),
-consensus.jsonl (one record per voted candidate), consensus_histogram.png, coverage_grid.csv +
-coverage_grid.png (before and after), decontamination_report.jsonl, previews/<source>.jsonl, summary.json.
+consensus.jsonl (one record per voted candidate), consensus_histogram.png, coverage_grid.csv,
+grid_table.json + coverage_grid.png (before and after), decontamination_report.jsonl, previews/<source>.jsonl, summary.json.
 Accounting: the unit is a candidate (a pool row, an instruction-following construction, a rewrite);
 read == kept + rejected per source and in total.
 
@@ -80,8 +80,9 @@ def run(cfg: SFTDataConfig, ctx: StageContext) -> StageResult:
     for src, out in sorted(built.ledger.items()):
         for r in out.rejected:
             sink.count_read()
-            sink.reject({**rejection(r["reason"], r["detail"], locator=f"{src}:{_loc(r['item'])}"),
-                         "source": src, "gate": r["gate"], "item": ctx.relative(r["item"])})
+            item = ctx.relative(r["item"])
+            sink.reject({**rejection(r["reason"], r["detail"], locator=f"{src}:{_loc(item)}"),
+                         "source": src, "gate": r["gate"], "item": item})
         table[src] = {"read": out.read, "kept": len(out.kept), "rejected": len(out.rejected),
                       "rejected_by_gate": out.by_gate()}
         if out.read != len(out.kept) + len(out.rejected):

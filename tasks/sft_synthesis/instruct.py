@@ -499,15 +499,22 @@ def build_instruct(base: list[dict], writer: InstructWriter, params: InstructPar
     for c, text in zip(two, replies):
         _take_reply(c, text, turn=2)
 
+    seen: set[str] = set()
     for c in cands:
         out.read += 1
         if c.rejected is not None:
             out.reject(*c.rejected, item=c.record())
             continue
         try:
-            out.kept.append(_sample(c, writer))
+            sample = _sample(c, writer)
         except SampleError as e:
             out.reject("contract", "invalid_sample", str(e), c.record())
+            continue
+        if sample["id"] in seen:      # the same base item drawn twice with the same constraints
+            out.reject("contract", "duplicate", sample["id"], c.record())
+            continue
+        seen.add(sample["id"])
+        out.kept.append(sample)
     return out
 
 

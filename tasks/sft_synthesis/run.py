@@ -39,7 +39,7 @@ from tasks.sft_synthesis import grid as gr
 from tasks.sft_synthesis import instruct as ins
 from tasks.sft_synthesis import review_queue as rq
 from tasks.sft_synthesis import rewrite as rw
-from tasks.sft_synthesis.pools import PoolParams, load_pools
+from tasks.sft_synthesis.pools import PoolParams, load_medquad_pool, load_pools
 from tasks.sft_synthesis.samples import GateOutcome, user_text
 
 ANNOTATED_TYPES = ("Anatomy", "Disease", "Symptom", "Chemical", "Procedure", "Test")
@@ -66,7 +66,7 @@ class SFTDataConfig:
     pools: PoolParams = dataclasses.field(default_factory=PoolParams)
     instruct: ins.InstructParams = dataclasses.field(default_factory=ins.InstructParams)
     instruct_writer: Literal["local", "llm"] = "local"
-    instruct_base: int = 300                     # MedQuAD pairs the instruction data is built over
+    instruct_base: int = 300                     # MedQuAD pairs the instruction data is built over (own draw)
     consensus: cs.ConsensusParams = dataclasses.field(default_factory=cs.ConsensusParams)
     experts: list[ExpertSpec] = dataclasses.field(default_factory=_default_experts)
     probe: ProbeParams = dataclasses.field(default_factory=ProbeParams)
@@ -153,8 +153,11 @@ def _reject_into(ledger: dict[str, GateOutcome], rejected: list[dict], by_id: di
     for r in rejected:
         item = r.get("item") or {}
         sample = by_id.get(item.get("id")) if isinstance(item, dict) else None
-        key = _ledger_key(sample) if sample else (item.get("family") if isinstance(item, dict) else None)
-        ledger[key or "unknown"].rejected.append(r)
+        key = _ledger_key(sample) if sample else (item.get("source") or item.get("family")
+                                                  if isinstance(item, dict) else None)
+        if key not in ledger:
+            raise RuntimeError(f"a rejection ({r.get('gate')}/{r.get('reason')}) of no known source: {str(item)[:200]}")
+        ledger[key].rejected.append(r)
 
 
 def build_sft_set(cfg: SFTDataConfig, client, out_dir: Path) -> SFTBuild:
@@ -169,8 +172,13 @@ def build_sft_set(cfg: SFTDataConfig, client, out_dir: Path) -> SFTBuild:
     timings["pools_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    # the instruction data's content is MedQuAD's NIH-written answers, drawn apart from the medquad pool: the
+    # experts here cannot vote on a paragraph-long open answer (consensus.py), so the constraints are what
+    # code verifies and the source's curation is what vouches for the facts
     writer = ins.LLMInstructWriter(client) if cfg.instruct_writer == "llm" else ins.LocalInstructWriter()
-    base = instruct_base(pools["medquad"].kept if "medquad" in pools else [], annotate, cfg.instruct_base)
+    drawn = load_medquad_pool(root / cfg.pools.quality_kept, cfg.instruct_base, cfg.seed + 1,
+                              cfg.pools.max_answer_chars).kept if cfg.instruct_base else []
+    base = instruct_base(drawn, annotate, cfg.instruct_base)
     pools["instruct"] = ins.build_instruct(base, writer, cfg.instruct, cfg.seed)
     timings["instruct_s"] = time.perf_counter() - t
 
@@ -182,15 +190,14 @@ def build_sft_set(cfg: SFTDataConfig, client, out_dir: Path) -> SFTBuild:
     model = CheckpointModel.load(cfg.checkpoint, batch_size=cfg.probe.batch_size, seed=cfg.seed, device=cfg.device)
     records = cs.score_candidates(candidates, open_experts(cfg, model, client), model, cfg.consensus)
     accepted, escalated = cs.split_by_consensus(candidates, records, cfg.consensus)
-    # difficulty = the checkpoint's pass rate: from the consensus probe, else asked now (code-verified
-    # choice/judgement samples); open answers have none and sit in the "unknown" band
-    difficulty = {r["id"]: r["pass_rate"] for r in records}
-    difficulty.update(cs.pass_rates([s for s in accepted if s["id"] not in difficulty and _probeable(s)], model))
-    timings["consensus_s"] = time.perf_counter() - t
-
     queue = rq.export_queue(escalated, records, out_dir)
     reviewed = rq.import_labels(resolve(cfg.review_labels), escalated)
     accepted += reviewed.kept
+    # difficulty = the checkpoint's pass rate: from the consensus probe, else asked now (code-verified and
+    # reviewer-corrected choice/judgement samples); open answers have none and sit in the "unknown" band
+    difficulty = {r["id"]: r["pass_rate"] for r in records}
+    difficulty.update(cs.pass_rates([s for s in accepted if s["id"] not in difficulty and _probeable(s)], model))
+    timings["consensus_s"] = time.perf_counter() - t
     queue = {"exported": queue, "imported": len(reviewed.kept), "label_errors": reviewed.label_errors,
              "awaiting_review": sum(r["reason"] == "awaiting_review" for r in reviewed.rejected)}
 
@@ -205,6 +212,11 @@ def build_sft_set(cfg: SFTDataConfig, client, out_dir: Path) -> SFTBuild:
     index = BenchmarkIndex.build(cfg.under_data_root(d.benchmarks_dir), ngram=d.ngram,
                                  phash_max_distance=d.phash_max_distance, max_items_per_ngram=d.max_items_per_ngram)
     clean, report = decontaminate([*accepted, *variants.kept], index)
+    # a paraphrase of a contaminated prompt can slip under the 13-gram check: it goes with its original
+    tainted = {r["item"]["id"] for r in clean.rejected}
+    for s in [s for s in clean.kept if s["meta"].get("rewrite_of") in tainted]:
+        clean.kept.remove(s)
+        clean.reject("decontamination", "original_contaminated", s["meta"]["rewrite_of"], {"id": s["id"]})
     timings["decontamination_s"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -215,7 +227,7 @@ def build_sft_set(cfg: SFTDataConfig, client, out_dir: Path) -> SFTBuild:
     samples = [{**s, "meta": {**s["meta"], "coverage_repeats": repeats[s["id"]]}}
                for s in selected if not s["meta"].get("repeat_of")]
 
-    by_id = {s["id"]: s for s in [*candidates, *variants.kept]}
+    by_id = {s["id"]: s for s in [*candidates, *reviewed.kept, *variants.kept]}
     for r in variants.rejected:
         ledger["rewrite"].rejected.append(r)
     _reject_into(ledger, reviewed.rejected, by_id)

@@ -29,7 +29,7 @@ from tasks.sft_training.schedule import build_schedule
 from tasks.training.collate import Collator
 from tasks.training.dataset import OrderedDataset
 from tasks.training.device import world
-from tasks.training.encode import SampleEncoder, encode_all, write_rejections
+from tasks.training.encode import SampleEncoder, encode_all, sample_rejection, write_rejections
 from tasks.training.model_io import load_model
 from tasks.training.scheduled import (
     TrainOutcome,
@@ -46,11 +46,14 @@ from tasks.training.splits import read_samples
 def train_sft(cfg: SFTConfig, out: Path | None, log_metrics) -> TrainOutcome:
     _, world_size = world()
     started = time.perf_counter()
-    samples, bad_lines = read_samples(resolve(cfg.samples_dir))
-    samples = [s for s in samples if isinstance(s.get("id"), str) and s.get("family")]
+    read, bad_lines = read_samples(resolve(cfg.samples_dir))
+    usable = [isinstance(s.get("id"), str) and bool(s.get("family")) and bool(s.get("source_ids")) for s in read]
+    samples = [s for s, ok in zip(read, usable) if ok]
+    bad_lines += [sample_rejection(str(s.get("id")), "bad_field", "an SFT sample needs an id, a family and source_ids")
+                  for s, ok in zip(read, usable) if not ok]
     if not samples:
         raise ValueError(f"{cfg.samples_dir} holds no SFT samples: run the sft_data stage first")
-    entries, heldout_rows = build_schedule(samples, cfg.schedule, cfg.seed)
+    entries, heldout_rows, shadowed = build_schedule(samples, cfg.schedule, cfg.seed)
 
     base_dir = resolve(cfg.base_model_dir)
     vlm = load_model(base_dir)
@@ -73,7 +76,8 @@ def train_sft(cfg: SFTConfig, out: Path | None, log_metrics) -> TrainOutcome:
                        group_of={s["id"]: s["family"] for s in heldout_rows}, collate=collate, out=out,
                        log_metrics=log_metrics, base_dir=base_dir, trainer_cls=FamilyLossTrainer,
                        extra_meta={"stage": "sft", "thinking_trained": True, "base_model": str(cfg.base_model_dir)},
-                       trainer_kwargs={"group_of": {e["id"]: (e["family"], e["epoch"] + 1) for e in entries},
+                       # one phase: loss per source is the SFT signal (the curriculum phases are mid_train's)
+                       trainer_kwargs={"group_of": {e["id"]: (e["family"], 1) for e in entries},
                                        "log_fn": lambda m, step: log_metrics(m, step=step)})
     trainer, step = run.trainer, run.trainer.state.global_step
     if run.rank != 0:
@@ -93,8 +97,9 @@ def train_sft(cfg: SFTConfig, out: Path | None, log_metrics) -> TrainOutcome:
     summary = {
         "read": len(entries), "kept": len(order), "rejected": len(dropped),
         "rejected_by_reason": dict(sorted(Counter(r["reason"] for r in dropped).items())),
-        "samples_read": len(samples), "samples_rejected": len(rejected), "bad_lines": len(bad_lines),
-        "heldout": len(heldout), "global_step": step, "resumed_from": run.resume_from,
+        "samples_read": len(read), "samples_rejected": len(rejected), "bad_lines": len(bad_lines),
+        "heldout": len(heldout), "shadowed_by_heldout": len(shadowed),
+        "shadowed_by_source": dict(sorted(Counter(s["family"] for s in shadowed).items())), "global_step": step, "resumed_from": run.resume_from,
         "skipped_checkpoints": run.skipped, "run_key": run.key, "world_size": world_size,
         "schedule": {"entries": len(order), "epochs": cfg.schedule.epochs,
                      "by_source": dict(sorted(Counter(e["family"] for e in order_entries).items()))},

@@ -1,11 +1,14 @@
 """The SFT schedule: held-out samples per source, then the rest in seeded order, epoch by epoch.
 
     entries, heldout = build_schedule(samples, SFTScheduleParams(), seed=1234)
-    entries[k] = {"id", "position", "epoch", "family", "replay": False}
+    entries[k] = {"id", "position", "epoch", "family", "repeat", "replay": False}
 
 A sample and the copies made of it by sft_data (a rewritten prompt: meta.rewrite_of; a coverage
 repeat: meta.repeat_of) form one group: a group is held out whole or trained whole, so no held-out
-question is trained under another wording. A sample of a long-tail or high-risk cell of the coverage
+question is trained under another wording. The pools also share sources across families (an
+instruction-following sample is built on a MedQuAD answer, a mid-training sample on a VQA-RAD or KG
+question): a training sample that shares a source id with a held-out sample is set aside too
+(`shadowed`, counted), so the held-out loss is measured on questions the run never saw. A sample of a long-tail or high-risk cell of the coverage
 grid carries meta.coverage_repeats = k: it is trained 1 + k times per epoch, each time at its own
 seeded position (sft_data's balancing, applied here so every record is stored and counted once).
 """
@@ -25,9 +28,11 @@ def group_of(sample: dict) -> str:
     return meta.get("repeat_of") or meta.get("rewrite_of") or sample["id"]
 
 
-def split_heldout(samples: list[dict], per_source: int, seed: int) -> tuple[list[dict], list[dict]]:
-    """(train, heldout): `per_source` seeded groups of each source held out (at most half the groups);
-    of a held-out group only its original sample is measured."""
+def split_heldout(samples: list[dict], per_source: int, seed: int) -> tuple[list[dict], list[dict], list[dict]]:
+    """(train, heldout, shadowed): `per_source` seeded groups of each source held out (at most half the
+    groups); of a held-out group one sample is measured (the original, else the smallest id left); the
+    training samples that share a source id with a measured one are `shadowed` (neither trained nor
+    measured)."""
     groups: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for s in sorted(samples, key=lambda s: s["id"]):
         groups[s["family"]][group_of(s)].append(s)
@@ -37,13 +42,22 @@ def split_heldout(samples: list[dict], per_source: int, seed: int) -> tuple[list
         n = min(per_source, len(keys) // 2)
         rng = np.random.default_rng(stable_seed(seed, "sft-heldout", source))
         held |= {keys[i] for i in rng.permutation(len(keys))[:n]}
-    train = [s for s in samples if group_of(s) not in held]
-    heldout = [s for s in samples if group_of(s) in held and s["id"] == group_of(s)]
-    return train, heldout
+    members: dict[str, list[dict]] = defaultdict(list)
+    for s in sorted(samples, key=lambda s: s["id"]):
+        if group_of(s) in held:
+            members[group_of(s)].append(s)
+    heldout = [next((s for s in rows if s["id"] == g), rows[0]) for g, rows in sorted(members.items())]
+    held_sources = {x for s in heldout for x in s["source_ids"]}
+    rest = [s for s in samples if group_of(s) not in held]
+    train = [s for s in rest if not held_sources & set(s["source_ids"])]
+    shadowed = [s for s in rest if held_sources & set(s["source_ids"])]
+    return train, heldout, shadowed
 
 
-def build_schedule(samples: list[dict], p: SFTScheduleParams, seed: int) -> tuple[list[dict], list[dict]]:
-    train, heldout = split_heldout(samples, p.heldout_per_source, seed)
+def build_schedule(samples: list[dict], p: SFTScheduleParams,
+                   seed: int) -> tuple[list[dict], list[dict], list[dict]]:
+    """(entries, heldout, shadowed): module docstring."""
+    train, heldout, shadowed = split_heldout(samples, p.heldout_per_source, seed)
     train = sorted(train, key=lambda s: s["id"])
     if p.max_samples and len(train) > p.max_samples:
         rng = np.random.default_rng(stable_seed(seed, "sft-subset"))
@@ -54,4 +68,4 @@ def build_schedule(samples: list[dict], p: SFTScheduleParams, seed: int) -> tupl
         rng = np.random.default_rng(stable_seed(seed, "sft-epoch", epoch))
         entries += [{"id": rows[i][0]["id"], "epoch": epoch, "family": rows[i][0]["family"], "repeat": rows[i][1],
                      "replay": False} for i in rng.permutation(len(rows))]
-    return [{**e, "position": k} for k, e in enumerate(entries)], heldout
+    return [{**e, "position": k} for k, e in enumerate(entries)], heldout, shadowed

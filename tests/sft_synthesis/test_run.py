@@ -3,6 +3,8 @@ items, and the ledger that puts every rejection under the source it came from.""
 
 from __future__ import annotations
 
+import pytest
+
 from tasks.sft_synthesis.run import Annotator, _ledger_key, _reject_into, instruct_base
 from tasks.sft_synthesis.samples import GateOutcome, sft_sample, with_messages
 
@@ -48,10 +50,11 @@ def test_rejections_land_under_their_source_and_variants_under_rewrite():
     v = with_messages(s, [{"role": "user", "content": "Could you explain what pneumonia is?"}, s["messages"][1]],
                       rewrite_of=s["id"], rewriter="local")
     assert (_ledger_key(s), _ledger_key(v)) == ("pubmedqa", "rewrite")
-    ledger = {"pubmedqa": GateOutcome(), "rewrite": GateOutcome(), "unknown": GateOutcome()}
+    ledger = {"pubmedqa": GateOutcome(), "rewrite": GateOutcome()}
     _reject_into(ledger, [{"gate": "coverage", "reason": "cell_over_target", "item": {"id": s["id"]}},
                           {"gate": "decontamination", "reason": "benchmark_text", "item": {"id": v["id"]}},
-                          {"gate": "human", "reason": "awaiting_review", "item": {"id": "gone", "family": "pubmedqa"}},
-                          {"gate": "x", "reason": "y", "item": "not a dict"}],
+                          {"gate": "human", "reason": "awaiting_review", "item": {"id": "gone", "source": "pubmedqa"}}],
                  {s["id"]: s, v["id"]: v})
-    assert [len(ledger[k].rejected) for k in ("pubmedqa", "rewrite", "unknown")] == [2, 1, 1]
+    assert [len(ledger[k].rejected) for k in ("pubmedqa", "rewrite")] == [2, 1]
+    with pytest.raises(RuntimeError, match="no known source"):     # never silently filed under a made-up source
+        _reject_into(ledger, [{"gate": "x", "reason": "y", "item": "not a dict"}], {})

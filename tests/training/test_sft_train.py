@@ -41,10 +41,12 @@ def sft_samples(n: int = 5) -> list[dict]:
 
 def test_schedule_holds_out_whole_groups_and_repeats_coverage_samples():
     samples = sft_samples()
-    entries, heldout = build_schedule(samples, SFTScheduleParams(heldout_per_source=2, epochs=2), seed=7)
+    entries, heldout, shadowed = build_schedule(samples, SFTScheduleParams(heldout_per_source=2, epochs=2), seed=7)
     held = {s["id"] for s in heldout}
     trained = {e["id"] for e in entries}
     assert not held & trained
+    # kg-i and its instruction twin share no source here: nothing is shadowed; a shared source is, below
+    assert shadowed == []
     # a held-out kg question's rewritten copy is not trained either
     variants = {s["id"]: s["meta"]["rewrite_of"] for s in samples if s["meta"].get("rewrite_of")}
     assert all(v not in trained for v, orig in variants.items() if orig in held)
@@ -57,6 +59,24 @@ def test_schedule_holds_out_whole_groups_and_repeats_coverage_samples():
     assert [e["position"] for e in entries] == list(range(len(entries)))
     assert build_schedule(samples, SFTScheduleParams(heldout_per_source=2, epochs=2), seed=7)[0] == entries
     assert build_schedule(samples, SFTScheduleParams(heldout_per_source=2, epochs=2), seed=8)[0] != entries
+
+
+def test_a_sample_built_on_a_held_out_source_is_not_trained():
+    """The instruction twin of a held-out KG question (same source id, another pool) is set aside."""
+    samples = sft_samples()
+    twins = []
+    for s in samples:
+        if s["family"] == "kg_qa" and not s["meta"].get("rewrite_of"):
+            twins.append(sft_sample("instruct", list(s["source_ids"]), [
+                {"role": "user", "content": s["messages"][0]["content"] + " Use at most 30 words."},
+                s["messages"][1]], answer=s["meta"]["answer"], answer_kind="open", accuracy="code"))
+    entries, heldout, shadowed = build_schedule(samples + twins, SFTScheduleParams(heldout_per_source=2), seed=7)
+    held_sources = {x for s in heldout for x in s["source_ids"]}
+    trained = {e["id"] for e in entries}
+    by_id = {s["id"]: s for s in samples + twins}
+    assert not any(held_sources & set(by_id[i]["source_ids"]) for i in trained)
+    assert shadowed and all(held_sources & set(s["source_ids"]) for s in shadowed)
+    assert len(shadowed) == 2 and {s["family"] for s in shadowed} == {"instruct"}    # the two held-out kg twins
 
 
 @pytest.fixture
@@ -79,6 +99,7 @@ def test_sft_trains_every_source_and_marks_thinking(sft_project):
     schedule = read_jsonl(out / "schedule.jsonl")
     assert summary["read"] == summary["kept"] + summary["rejected"] == len(schedule)
     assert summary["heldout"] == 2 and set(summary["heldout_loss_by_source"]) == {"kg_qa", "instruct"}
+    assert summary["samples_read"] == len(sft_samples()) and summary["shadowed_by_heldout"] == 0
     assert summary["schedule"]["by_source"] == dict(Counter(e["family"] for e in schedule))
     trace = read_jsonl(out / "order_trace.jsonl")
     assert [i for r in trace for i in r["ids"]] == [e["id"] for e in schedule]     # the order trained is the schedule
