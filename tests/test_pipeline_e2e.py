@@ -307,9 +307,11 @@ def test_review_queue_round_trip_through_the_stage(tiny_project: Path, tmp_path:
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps(export))
     out = tmp_path / "sft_data"
+    env = project_env(tiny_project)      # the copy's environment, its MLflow store swapped for a scratch one
+    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
+               MEDX_MLFLOW_ARTIFACTS=(tmp_path / "artifacts").as_uri())
     run_in(tiny_project, "python", "-m", "tasks.sft_data", "profile=tiny", f"out_dir={out}", f"review_labels={labels}",
-           env=project_env(tiny_project, MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}",
-                               MEDX_MLFLOW_ARTIFACTS=(tmp_path / "artifacts").as_uri()))
+           env=env)
     samples = [s for p in shard_paths(out / "samples") for s in read_jsonl(p)]
     rejected = [r for p in shard_paths(out / "rejected") for r in read_jsonl(p)]
     # a rewritten variant of an accepted sample is human-verified too (its answer is the reviewed one)
