@@ -39,34 +39,12 @@ queue, previews, the decontamination report.
 
 from __future__ import annotations
 
-import csv
 from collections import Counter
 
-from tasks.common.io import write_json, write_jsonl
 from tasks.common.records import rejection
 from tasks.common.stage import Stage, StageContext, StageResult, main
-from tasks.sft_synthesis import grid as gr
-from tasks.sft_synthesis.consensus import consensus_histogram
+from tasks.sft_synthesis.report import write_outputs
 from tasks.sft_synthesis.run import SFTDataConfig, build_sft_set
-
-
-def consensus_chart(hist: dict, path) -> None:
-    """Bar chart of the consensus scores of the voted candidates (agree / total per candidate)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    edges, counts = hist["edges"], hist["counts"]
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
-    ax.bar([(a + b) / 2 for a, b in zip(edges, edges[1:])], counts, width=(edges[1] - edges[0]) * 0.9,
-           color="#4c72b0")
-    ax.set_xlabel("consensus (share of voting experts agreeing with the candidate's answer)")
-    ax.set_ylabel("candidates")
-    ax.set_title(f"{hist['scored']} candidates voted, {hist['unanimous']} unanimous")
-    fig.tight_layout()
-    fig.savefig(path, metadata={"Software": None})
-    plt.close(fig)
 
 
 def _loc(item) -> str:
@@ -90,42 +68,13 @@ def run(cfg: SFTDataConfig, ctx: StageContext) -> StageResult:
     sink.count_read(len(built.samples))
     for s in built.samples:
         sink.keep(s)
-    write_jsonl(ctx.out / "consensus.jsonl", built.records)
-    write_jsonl(ctx.out / "decontamination_report.jsonl", built.decontam_report)
-    with open(ctx.out / "coverage_grid.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=["site", "disease", "band", "before", "after"])
-        w.writeheader()
-        w.writerows({k: r[k] for k in w.fieldnames} for r in built.grid_rows)
-    gr.heatmap(built.grid_rows, ctx.out / "coverage_grid.png", cfg.grid.heatmap_top)
-    previews = []
-    for src in sorted({s["family"] for s in built.samples}):
-        write_jsonl(ctx.out / "previews" / f"{src}.jsonl", [s for s in built.samples if s["family"] == src][: cfg.previews])
-        previews.append((f"previews/{src}.jsonl", "sft_data/previews"))
-    g = built.grid_table
-    before_bands, after_bands = Counter(), Counter()
-    for r in built.grid_rows:
-        before_bands[r["band"]] += r["before"]
-        after_bands[r["band"]] += r["after"]
-    hist = consensus_histogram(built.records)
-    consensus_chart(hist, ctx.out / "consensus_histogram.png")
+    parts, previews = write_outputs(built, ctx.out, cfg)
     summary = {
         "sources": table,
         "samples_by_source": dict(sorted(Counter(s["family"] for s in built.samples).items())),
         "accuracy": dict(sorted(Counter(s["meta"]["accuracy"] for s in built.samples).items())),
-        # the histogram as named bins (MLflow keeps numbers under names, not lists)
-        "consensus": {**{k: hist[k] for k in ("scored", "no_votes", "mean_score", "unanimous")},
-                      "histogram": {f"{lo:.1f}-{hi:.1f}": n for lo, hi, n in
-                                    zip(hist["edges"], hist["edges"][1:], hist["counts"])}},
-        "review_queue": built.queue,
-        "grid": {"cells_before": len(g["before"]), "cells_after": sum(1 for v in g["after"].values() if v),
-                 "target": g["target"], "tail_threshold": g["tail_threshold"], "repeats": g["repeats"],
-                 "trained_rows": len(built.samples) + g["repeats"],
-                 "rows_before_by_band": dict(sorted(before_bands.items())),
-                 "rows_after_by_band": dict(sorted(after_bands.items()))},
-        "decontamination": {"collisions": len(built.decontam_report),
-                            "by_benchmark": dict(sorted(Counter(r["benchmark"] for r in built.decontam_report).items()))},
+        **parts,
     }
-    write_json(ctx.out / "grid_table.json", built.grid_rows)
     kept = {src: t["kept"] for src, t in table.items()}
     return StageResult(summary=summary, metrics={f"time.{k}": v for k, v in built.timings.items()},
                        samples=built.samples[:20],
@@ -135,7 +84,7 @@ def run(cfg: SFTDataConfig, ctx: StageContext) -> StageResult:
                                   ("review_queue/label_config.xml", "sft_data/review_queue"),
                                   ("decontamination_report.jsonl", "sft_data"), ("summary.json", "sft_data")],
                        line=f"kept by source {kept} awaiting review {built.queue['awaiting_review']} "
-                            f"repeats {g['repeats']}")
+                            f"repeats {built.grid_table['repeats']}")
 
 
 STAGE = Stage("sft_data", SFTDataConfig, run, uses_llm=lambda cfg: cfg.uses_llm)
