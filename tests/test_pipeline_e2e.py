@@ -90,7 +90,7 @@ def test_the_dag_ran_every_stage(dag_run):
 # Stages that turn records into records account for each one; the model and evaluation stages
 # (base_model, eval@*, eval_progression) report parameters and scores instead.
 RECORD_STAGES = {"collect", "clean", "quality", "entities", "entity_tree", "entity_map", "kg", "cpt_data",
-                 "cpt_order", "cpt", "mid_data", "mid_train", "sft_data", "sft"}
+                 "cpt_order", "cpt", "mid_data", "mid_train", "sft_data", "sft", "rl_data", "rl"}
 
 
 def test_every_stage_accounts_for_every_record(tiny_project: Path):
@@ -168,6 +168,17 @@ def test_mlflow_has_one_parent_with_a_child_per_stage(dag_run):
     assert any(k.startswith("consensus.") for k in m), sorted(m)
     eval_sft = next(r for r in children if r.data.tags["stage"] == "eval@sft")
     assert "instruct.prompt_strict" in eval_sft.data.metrics, sorted(eval_sft.data.metrics)
+    rl_data = by_stage["rl_data"].data.metrics
+    for src in ("sft:mid_data", "kg:conflict"):
+        assert rl_data[f"sources.{src}.read"] == rl_data[f"sources.{src}.kept"] + rl_data[f"sources.{src}.rejected"]
+    rl = by_stage["rl"]
+    for key in ("rl.rewards.fused.mean", "rl.rewards.rule.mean", "rl.rewards.safety.mean", "rl.entropy",
+                "rl.entropy.bonus_active", "rl.hint.density", "rl.rft.sampled", "heldout.final.mean"):
+        assert client.get_metric_history(rl.info.run_id, key), (key, sorted(rl.data.metrics))
+    densities = [m.value for m in client.get_metric_history(rl.info.run_id, "rl.hint.density")]
+    assert densities[0] > densities[-1], densities          # hints decay over the iterations
+    assert client.get_registered_model("medxiaohe-rl").latest_versions, "the RL model is registered"
+    assert any(k.startswith("rl_it1.") for k in progression) and any(k.startswith("rl.") for k in progression)
 
 
 def test_second_run_is_a_dvc_noop(tiny_project: Path):
