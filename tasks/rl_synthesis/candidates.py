@@ -52,7 +52,7 @@ class ScenarioParams:
     conflict: int = 24              # multi-turn allergy-conflict scenarios
     multi: int = 24                 # multi-answer (symptom sets)
     max_set: int = 5                # elements of a reference set (the rest are left out, counted)
-    search_k: int = 3               # passages the tool returns
+    search_k: int = 5               # passages the tool returns
 
 
 def _query_text(sample: dict) -> str | None:

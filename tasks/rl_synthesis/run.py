@@ -38,7 +38,7 @@ JUDGED = ("open", "conflict", "instruct")
 @dataclasses.dataclass
 class BandParams:
     k: int = 5                         # samples per prompt under the SFT policy
-    low: float = 0.6                   # keep pass rates in [low, high] (paper: moderately hard)
+    low: float = 0.2                   # keep pass rates in [low, high] (the paper: 0.6-0.8; params.yaml says why)
     high: float = 0.8
     max_new_tokens: int = 96
     temperature: float = 1.0
@@ -51,7 +51,7 @@ class RLDataConfig:
     sft_samples: str = "data/sft_data/samples"
     kg_dir: str = "data/kg"
     corpus_dir: str = "data/quality/kept"          # what the search tool indexes (tool-assisted prompts)
-    search_max_docs: int = 5000
+    search_max_docs: int = 25000
     data_root: str = "../shared/data"
     out_dir: str = "data/rl_data"
     seed: int = 1234
