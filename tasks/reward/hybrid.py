@@ -13,7 +13,8 @@ the expert partial order (correct and safe above partly correct above wrong abov
 
 `passes` is the gate RFT and rl_data's band use: the first primary grader that applies (rule, instruct,
 rubric) reaches its threshold (closed answers: correct; answer sets: F1 >= set_pass; constraints: all
-met; rubric: rubric_pass) and the safety gate holds.
+met; rubric: rubric_pass), the safety gate holds and no `exclude` criterion is violated (a conflict
+answer naming the drug the patient is allergic to is not solved, whatever its set F1).
 """
 
 from __future__ import annotations
@@ -84,12 +85,14 @@ class HybridReward:
             got["pairwise"] = pairwise.score(item, client=self.client)
         if "process" in r.graders:
             got["process"] = process.score(item)
-        violations = sum(1 for v in (got.get("rubric").detail.get("verdicts", []) if got.get("rubric") else [])
-                         if v.get("kind") == "exclude" and not v.get("met"))
+        rub = got.get("rubric")
+        kinds = {it["id"]: it["kind"] for it in rubric.rubric_items(item, self.static)} if rub else {}
+        violations = sum(1 for v in (rub.detail.get("verdicts", []) if rub else [])
+                         if kinds.get(v.get("id")) == "exclude" and not v.get("met"))
         got["shaping"] = shaping.factor(item, params=self.params.shaping, violations=violations)
         got["safety"] = safety.gate(item, self.rules)
         values = {k: (got[k].value if k in got else None) for k in COMPONENTS}
-        return values, r, {k: v.detail for k, v in got.items()}
+        return values, r, {**{k: v.detail for k, v in got.items()}, "violations": violations}
 
     def score(self, item: RewardItem) -> Breakdown:
         values, r, detail = self.components(item)
@@ -111,7 +114,8 @@ class HybridReward:
         return out
 
     def passes(self, b: Breakdown) -> bool:
-        if not b.components.get("safety"):
+        if not b.components.get("safety") or b.detail.get("violations") or \
+                b.detail.get("fusion", {}).get("reason") == "no_weighted_component":
             return False
         for k in PRIMARY:
             v = b.components.get(k)

@@ -24,7 +24,9 @@ def pass_rates(prompts: list[dict], sampled: list[list[str]], reward: HybridRewa
         k = len(completions)
         scored = reward.score_group([item_for(p, c) for c in completions])
         passes = sum(reward.passes(b) for b in scored)
-        best = max(range(k), key=lambda i: (scored[i].fused, -i))   # the best-of-N reference (ties: first)
+        # the best-of-N reference: highest fused reward, then expert class, then the uncorrected value
+        # (the partial-order correction can pool classes to one value), then the first
+        best = max(range(k), key=lambda i: (scored[i].fused, scored[i].rank, scored[i].raw_fused, -i))
         rates[p["id"]] = {"passes": passes, "k": k, "pass_rate": passes / k,
                           "mean_reward": sum(b.fused for b in scored) / k, "best": best}
     return rates

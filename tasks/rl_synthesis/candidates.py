@@ -34,7 +34,10 @@ from tasks.rl_synthesis.prompts import make_prompt
 from tasks.training.splits import read_samples
 
 KG_KINDS = ("pattern", "medquad", "cid")
-_FORMAT_TAIL = re.compile(r"\n(Answer with|Reply with|Respond with)[^\n]*$", re.I)
+# the answer-format sentences sft_data appends (tasks/sft_synthesis/pools.py): RL states the eval's own
+# format line instead. Matched exactly: an instruction-following prompt's last line is its constraints
+SFT_FORMATS = ("Answer with the letter of the correct option.", "Answer yes or no.", "Answer with a short phrase.",
+               "Answer yes, no or maybe, then explain.")
 _RELATION_QUESTION = {
     "treated_by": ("What can be used to treat {head}?", "{head} treatment"),
     "caused_by": ("What can cause {head}?", "{head} caused by"),
@@ -59,7 +62,12 @@ def _query_text(sample: dict) -> str | None:
     first = next((m for m in sample["messages"] if m.get("role") == "user"), None)
     if first is None or not isinstance(first.get("content"), str):
         return None
-    return _FORMAT_TAIL.sub("", first["content"]).strip()
+    text = first["content"].rstrip()
+    if not (sample.get("meta") or {}).get("constraints"):
+        for tail in SFT_FORMATS:
+            if text.endswith("\n" + tail):
+                return text[: -len(tail) - 1].strip()
+    return text.strip()
 
 
 def from_sft_set(samples_dir: str | Path, *, thinking: bool) -> GateOutcome:

@@ -13,6 +13,10 @@ from __future__ import annotations
 from transformers import TrainerCallback
 
 
+def _wall_clock(key: str) -> bool:
+    return key.endswith(("_time", "_runtime", "_per_second")) or key in ("step_time", "train_runtime")
+
+
 class RLLogCallback(TrainerCallback):
     def __init__(self, log_fn, offset: int, segment: str, threshold: float, history: list):
         self.log_fn, self.offset, self.segment, self.threshold = log_fn, offset, segment, threshold
@@ -28,5 +32,7 @@ class RLLogCallback(TrainerCallback):
         self.activations += int(active)
         row = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
         row.update({"entropy.bonus_active": float(active), "entropy.activations": float(self.activations)})
-        self.history.append({"step": step, "segment": self.segment, **row})
+        # the stage's outputs keep only what re-runs reproduce: wall-clock figures go to MLflow alone
+        self.history.append({"step": step, "segment": self.segment,
+                             **{k: v for k, v in row.items() if not _wall_clock(k)}})
         self.log_fn({f"rl.{k.replace('/', '.')}": v for k, v in row.items()}, step)

@@ -49,8 +49,8 @@ class CurriculumParams:
 @dataclasses.dataclass
 class HintParams:
     density: float = 0.5               # share of a phase's prompts carrying a hint at the start of training
-    decay: Literal["linear"] = "linear"  # the density falls linearly to 0 over the iterations
-    min_pass_rate_first: bool = True   # the hardest prompts (lowest SFT pass rate) get hints first
+    decay: Literal["linear"] = "linear"  # the density falls linearly to 0 over the iterations (plan.py);
+                                       # the hardest prompts (lowest SFT pass rate) get hints first
 
 
 @dataclasses.dataclass

@@ -5,8 +5,9 @@ prompts each GRPO phase draws, and the hints it carries (paper §5.2.3).
 
 Paradigms, on the same prompts and the same GRPO budget (3 x iterations x grpo.steps_per_phase steps):
 - iterative (the paper's): `iterations` rounds of an RFT phase, then Foundation -> Specialization ->
-  Alignment, the hint density decayed linearly over the rounds;
-- staged: the three phases once, in sequence, each with a third of the budget; no RFT;
+  Alignment, the hint density decayed linearly over the rounds, from `density` to 0 in the last;
+- staged: the three phases once, in sequence, each with a third of the budget; no RFT; the density
+  decayed linearly over the phases, from `density` to 0;
 - fusion: one GRPO run over all training prompts mixed; no RFT; hints at half the initial density (the
   mean of the linear decay the other two apply).
 
@@ -15,7 +16,8 @@ the long-horizon ones, the long ones `curriculum.long_weight` times as likely; A
 following and the conflict scenarios (`safety_weight`), plus a `replay_share` of general replay from the
 other two. Hints (the dynamic hint curriculum): a share `density` of a phase's distinct prompts carry a
 hint, the lowest SFT pass rates first; the depth (1-3 levels of hints, coarse to near-answer) grows with
-the density, so early phases get more and deeper help and the last round none.
+the density, so early phases get more and deeper help and the last round none. All three paradigms get
+the same mean density, `density / 2` (one iteration of the iterative paradigm: `density / 2` throughout).
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ def plan(cfg, prompts: list[dict]) -> list[Segment]:
     segs: list[Segment] = []
     if cfg.paradigm == "iterative":
         for r in range(1, it + 1):
-            density = d0 * (1 - (r - 1) / it)
+            density = d0 * (it - r) / (it - 1) if it > 1 else d0 / 2
             rng = np.random.default_rng([cfg.seed, r])
             if cfg.rft.enabled:
                 ids = sorted(by_id)
@@ -105,7 +107,7 @@ def plan(cfg, prompts: list[dict]) -> list[Segment]:
         for k, phase in enumerate(PHASES):
             steps = g.steps_per_phase * it
             segs.append(Segment(1, "grpo", phase, steps, _draw(prompts, phase, steps * per_step, cfg, rng),
-                                d0 * (1 - k / len(PHASES))))
+                                d0 * (1 - k / (len(PHASES) - 1))))
     elif cfg.paradigm == "fusion":
         rng = np.random.default_rng([cfg.seed, 1])
         steps = g.steps_per_phase * it * len(PHASES)

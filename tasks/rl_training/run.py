@@ -171,8 +171,9 @@ def train_rl(cfg: RLConfig, out: Path | None, log_metrics, client=None, log=prin
         t = time.perf_counter()
         log(f"rl: segment {idx + 1}/{len(segments)} {seg.name} ({seg.kind}, {seg.steps} steps, "
             f"hint density {seg.hint_density:.2f})")
-        log_metrics({"rl.hint.density": seg.hint_density, "rl.hint.prompts": float(len(seg.hinted)),
-                     "rl.round": float(seg.round)}, state.data["offset"])
+        if seg.kind == "grpo":     # RFT samples without hints: its segments have no density to log
+            log_metrics({"rl.hint.density": seg.hint_density, "rl.hint.prompts": float(len(seg.hinted)),
+                         "rl.round": float(seg.round)}, state.data["offset"])
         if seg.kind == "rft":
             kept, counts = rejection_sample(policy, [by_id[i] for i in seg.prompt_ids], reward, cfg.rft,
                                             max_new_tokens=cfg.grpo.max_completion_length,
