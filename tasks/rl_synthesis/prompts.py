@@ -73,3 +73,18 @@ def validate_prompt(p: Any) -> dict:
     if p["answer_kind"] == "set" and not p["answer_set"]:
         raise ValueError(f"prompt {p['id']}: a set prompt needs its answer_set")
     return p
+
+
+def words(p: dict) -> int:
+    return sum(len(str(m.get("content") or "").split()) for m in p["messages"] if m["role"] != "system")
+
+
+def phase_of(p: dict, long_words: int) -> str:
+    """Foundation: short closed prompts with a stable rule reward; specialization: long-horizon (tool
+    turns, multi-turn history, answer sets, long contexts); alignment: instruction following and the
+    safety-relevant conflict scenarios (the general and safety replay)."""
+    if p["task"] in ("instruct", "conflict"):
+        return "alignment"
+    if p["task"] in ("tool", "multi", "open") or words(p) >= long_words:
+        return "specialization"
+    return "foundation"

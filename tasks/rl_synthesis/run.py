@@ -30,7 +30,7 @@ from tasks.reward.hybrid import HybridReward, RewardParams
 from tasks.rl_synthesis.band import band_filter, pass_rates
 from tasks.rl_synthesis.candidates import ScenarioParams, from_sft_set, kg_scenarios
 from tasks.rl_synthesis.hints import hints_for
-from tasks.rl_synthesis.prompts import validate_prompt
+from tasks.rl_synthesis.prompts import phase_of, validate_prompt, words
 
 JUDGED = ("open", "conflict", "instruct")
 
@@ -102,21 +102,6 @@ def _cap(out: GateOutcome, n: int | None, seed: int) -> GateOutcome:
             out.reject("select", "over_max", f"max_per_source {n}", p["id"])
     out.kept = kept
     return out
-
-
-def words(p: dict) -> int:
-    return sum(len(str(m.get("content") or "").split()) for m in p["messages"] if m["role"] != "system")
-
-
-def phase_of(p: dict, long_words: int) -> str:
-    """Foundation: short closed prompts with a stable rule reward; specialization: long-horizon (tool
-    turns, multi-turn history, answer sets, long contexts); alignment: instruction following and the
-    safety-relevant conflict scenarios (the general and safety replay)."""
-    if p["task"] in ("instruct", "conflict"):
-        return "alignment"
-    if p["task"] in ("tool", "multi", "open") or words(p) >= long_words:
-        return "specialization"
-    return "foundation"
 
 
 def _split(prompts: list[dict], fraction: float, seed: int) -> None:

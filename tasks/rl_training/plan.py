@@ -27,8 +27,7 @@ import math
 
 import numpy as np
 
-from tasks.rl_synthesis.prompts import PHASES
-from tasks.rl_synthesis.run import words
+from tasks.rl_synthesis.prompts import PHASES, words
 
 
 @dataclasses.dataclass

@@ -131,6 +131,18 @@ def iterative(rl_base) -> tuple[Path, dict]:
     return rl_base, summary
 
 
+# The fusion run sets the entropy threshold above any entropy the tiny policy reaches (about ln |vocab|): the
+# bonus switches on at every step, and in one 6-step segment TRL's controller applies it from step 2 on, so
+# this run's GRPO steps move the weights (the tiny policy's groups of two 8-token completions all score alike:
+# zero advantage, no policy-gradient update; in the iterative run only RFT changes the weights).
+FUSION = ("paradigm=fusion", "entropy.threshold=100", "entropy.coef_delta=0.01")
+
+
+@pytest.fixture(scope="module")
+def fusion(rl_base) -> tuple[Path, dict]:
+    return rl_base, run_rl(rl_base, *FUSION, "out_dir=data/rl_fusion")
+
+
 def run_rl(root: Path, *extra: str) -> dict:
     import tasks.rl
 
@@ -247,19 +259,17 @@ def test_step_rows_hold_no_wall_clock(iterative):
     assert len(history(client, run_id, "rl.step_time")) == GRPO_STEPS
 
 
-def test_paradigms_share_the_grpo_budget_without_rft(iterative):
-    """staged (the three phases once) and fusion (all prompts mixed) train the iterative run's GRPO steps, with no
-    RFT. The fusion run also sets the entropy threshold above any entropy the tiny policy reaches (ln |vocab|):
-    the bonus then switches on at every step and TRL's controller raises its coefficient by coef_delta per step."""
+def test_paradigms_share_the_grpo_budget_without_rft(iterative, fusion):
+    """staged (the three phases once) and fusion (all prompts mixed) train the iterative run's GRPO steps, with
+    no RFT and no earlier iterations to keep."""
     root, reference = iterative
     staged = run_rl(root, "paradigm=staged", "out_dir=data/rl_staged")
-    fusion = run_rl(root, "paradigm=fusion", "out_dir=data/rl_fusion", "entropy.threshold=100",
-                    "entropy.coef_delta=0.01")
-    for summary, name in ((staged, "rl_staged"), (fusion, "rl_fusion")):
+    for summary, name in ((staged, "rl_staged"), (fusion[1], "rl_fusion")):
         assert summary["grpo_steps"] == reference["grpo_steps"] == GRPO_STEPS
-        assert summary["rft_steps"] == 0 and summary["rft"]["kept"] == 0
+        assert summary["rft_steps"] == 0 and summary["rft"] == {"kept": 0, "by_round": {}}
         assert not (root / "data" / name / "iterations").exists()
         assert set(summary["heldout"]) == {"before", "final"}
+        assert json.loads((root / "data" / name / "model" / "medx_model.json").read_text())["stage"] == "rl"
     plans = {n: read_jsonl(root / "data" / n / "plan.jsonl") for n in ("rl_staged", "rl_fusion")}
     # staged: each phase once with iterations x steps_per_phase = 2 steps, density 0.5 x (1 - k/3)
     assert [(s["phase"], s["steps"]) for s in plans["rl_staged"]] == [("foundation", 2), ("specialization", 2),
@@ -268,22 +278,35 @@ def test_paradigms_share_the_grpo_budget_without_rft(iterative):
     # fusion: one mixed segment of 3 x 2 = 6 steps at half the initial density
     assert [(s["phase"], s["steps"], s["hint_density"]) for s in plans["rl_fusion"]] == [("mixed", 6, 0.25)]
 
-    assert staged["entropy_bonus_activations"] == 0 and fusion["entropy_bonus_activations"] == GRPO_STEPS
+
+def test_entropy_bonus_switches_on_below_the_threshold(iterative, fusion):
+    """Entropy-aware regulation: at the default threshold (0.6 nats) the tiny policy's entropy (~6) never
+    triggers the bonus; with the threshold above it every step does, and the coefficient grows by coef_delta
+    per step up to coef_max."""
+    root, _ = fusion
+    assert iterative[1]["entropy_bonus_activations"] == 0 and fusion[1]["entropy_bonus_activations"] == GRPO_STEPS
     rows = read_jsonl(root / "data" / "rl_fusion" / "steps.jsonl")
     assert [r["entropy.bonus_active"] for r in rows] == [1.0] * 6
+    assert [r["entropy.activations"] for r in rows] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     # below the target every step: coef = min(0.01 x k, coef_max 0.05) after step k
     assert [r["entropy_coef"] for r in rows] == pytest.approx([0.01, 0.02, 0.03, 0.04, 0.05, 0.05])
+    # applied from step 2 on: GRPO alone (no RFT in fusion) changed the policy
+    assert weights(root / "data" / "rl_fusion" / "model") != weights(root / "data" / "base_model" / "model")
 
 
-def test_a_rerun_reproduces_every_output_byte_for_byte(iterative, tmp_path):
-    """The same config on the same inputs, in another checkout, with no checkpoint to resume from."""
+def test_a_rerun_reproduces_every_output_byte_for_byte(iterative, fusion, tmp_path):
+    """The same configs on the same inputs, in another checkout, with no checkpoint to resume from: the
+    iterative run (RFT sampling and fine-tuning, GRPO sampling) and the fusion run (GRPO updates)."""
     root, _ = iterative
     again = fresh_project(root, tmp_path / "again")
-    run_rl(again, "resume=never", "out_dir=data/rl_again")
-    a, b = root / "data" / "rl", again / "data" / "rl_again"
-    for name in ("plan.jsonl", "steps.jsonl", "heldout.jsonl", "rft.jsonl", "metrics.json", "summary.json"):
-        assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    assert weights(a / "model") == weights(b / "model")
+    run_rl(again, "resume=never", "out_dir=data/rl")
+    run_rl(again, *FUSION, "resume=never", "out_dir=data/rl_fusion")
+    for run in ("rl", "rl_fusion"):
+        a, b = root / "data" / run, again / "data" / run
+        for name in ("plan.jsonl", "steps.jsonl", "heldout.jsonl", "rft.jsonl", "metrics.json", "summary.json"):
+            assert (a / name).read_bytes() == (b / name).read_bytes(), f"{run}/{name}"
+        assert weights(a / "model") == weights(b / "model"), run
+    a, b = root / "data" / "rl", again / "data" / "rl"
     assert weights(a / "iterations" / "1" / "model") == weights(b / "iterations" / "1" / "model")
     assert weights(a / "model") != weights(root / "data" / "base_model" / "model")     # RL changed the policy
 
@@ -335,14 +358,23 @@ def malformed_prompts(root: Path) -> Path:
     return shard
 
 
-def test_malformed_prompt_lines_are_counted_as_rejected(iterative):
-    root, _ = iterative
-    malformed_prompts(root)
-    summary = run_rl(root, "paradigm=fusion", "prompts_dir=data/rl_bad", "out_dir=data/rl_bad_out")
+@pytest.fixture(scope="module")
+def malformed(rl_base) -> tuple[Path, dict]:
+    malformed_prompts(rl_base)
+    return rl_base, run_rl(rl_base, "paradigm=fusion", "prompts_dir=data/rl_bad", "out_dir=data/rl_bad_out")
+
+
+def rejection_rows(out: Path) -> list[dict]:
+    """The rejected prompts, wherever the stage writes them (rejected_prompts.jsonl or rejected/part-*.jsonl)."""
+    return [r for p in sorted(out.rglob("*.jsonl")) if "reject" in str(p.relative_to(out)) for r in read_jsonl(p)]
+
+
+def test_malformed_prompt_lines_are_counted_as_rejected(malformed):
+    root, summary = malformed
     # 10 good records + 1 failing validate_prompt + 1 bad JSON line = 12 read
     assert summary["read"] == 12 and summary["kept"] == 10 and summary["rejected"] == 2
     assert summary["prompts"] == {"train": 6, "heldout": 4}
-    rejected = read_jsonl(root / "data" / "rl_bad_out" / "rejected_prompts.jsonl")
+    rejected = rejection_rows(root / "data" / "rl_bad_out")
     assert sorted(r["reason"] for r in rejected) == ["bad_json", "invalid_prompt"]
     [invalid] = [r for r in rejected if r["reason"] == "invalid_prompt"]
     assert "needs its options" in invalid["detail"] and invalid["id"].startswith("rl-closed-")
@@ -350,13 +382,30 @@ def test_malformed_prompt_lines_are_counted_as_rejected(iterative):
 
 @pytest.mark.xfail(strict=True, reason="BUG: rejected prompts are written with the checkout's absolute path in "
                                        "their locator (tasks/rl_training/run.py writes `bad` as read)")
-def test_rejections_name_their_line_relative_to_the_project(iterative):
+def test_rejections_name_their_line_relative_to_the_project(malformed):
     """Outputs must not depend on where the checkout lives: the bad line's locator is project-relative, as
     tasks/training/encode.py:write_rejections writes it for cpt and sft."""
-    root, _ = iterative
-    malformed_prompts(root)
-    run_rl(root, "paradigm=fusion", "prompts_dir=data/rl_bad", "out_dir=data/rl_rel_out")
-    out = root / "data" / "rl_rel_out"
-    rows = [r for p in sorted(out.rglob("*.jsonl")) if "reject" in str(p.relative_to(out)) for r in read_jsonl(p)]
-    [cut] = [r for r in rows if r["reason"] == "bad_json"]
+    root, _ = malformed
+    [cut] = [r for r in rejection_rows(root / "data" / "rl_bad_out") if r["reason"] == "bad_json"]
     assert cut["locator"] == "data/rl_bad/part-00000.jsonl:12"
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a completion that skips the reasoning the prompt asks for gets no "
+                                       "process score (tasks/reward/process.py score: None without <think>), "
+                                       "so it outscores the same answer with reasoning")
+def test_the_rl_reward_does_not_pay_for_skipping_the_reasoning():
+    """Every rl prompt with thinking asks to "think step by step inside <think>"; the router sends such prompts
+    to the process grader (router.RULES "prompt asks to reason"). GRPO must not learn to drop the reasoning:
+    the correct answer alone must score below the correct answer after a sound reasoning. Today: 1.0 (process
+    dropped, rule 1.0 renormalised alone) vs 0.906 (rule 1.0, process 0.528); with a missing reasoning scored
+    0 the first becomes 0.678."""
+    from tasks.reward.hybrid import HybridReward, item_for
+    from tasks.rl_training.config import RLConfig
+
+    reward = HybridReward(RLConfig().reward)
+    closed = rl_prompts()[0]                     # first-line drug for type 2 diabetes: B (metformin)
+    bare = reward.score(item_for(closed, "Answer: B"))
+    reasoned = reward.score(item_for(closed, "<think>Metformin is the first-line oral agent for type 2 diabetes, "
+                                             "option B.</think>\nAnswer: B"))
+    assert bare.components["rule"] == reasoned.components["rule"] == 1.0
+    assert bare.fused < reasoned.fused
