@@ -24,7 +24,8 @@ RL here is text-only (the rl_data prompts are): image prompts and the paper's hi
 are not part of this stage.
 
 Outputs (data/rl/): model/ (registered as medxiaohe-rl), iterations/<r>/model (each earlier iteration;
-each is an eval checkpoint), plan.jsonl, steps.jsonl, rft.jsonl, heldout.jsonl, metrics.json, summary.json.
+each is an eval checkpoint), plan.jsonl, steps.jsonl, rft.jsonl, heldout.jsonl, rejected/ (prompt lines that could not be read), metrics.json,
+summary.json.
 
 MLflow: rl.rewards.<component>.mean/std, rl.entropy, rl.entropy.bonus_active / activations, rl.hint.density
 per segment, rl.rft.passed/failed_gate/duplicate/over_max, heldout.<checkpoint>.mean / pass_rate per task.

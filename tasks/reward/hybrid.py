@@ -86,9 +86,8 @@ class HybridReward:
         if "process" in r.graders:
             got["process"] = process.score(item)
         rub = got.get("rubric")
-        kinds = {it["id"]: it["kind"] for it in rubric.rubric_items(item, self.static)} if rub else {}
-        violations = sum(1 for v in (rub.detail.get("verdicts", []) if rub else [])
-                         if kinds.get(v.get("id")) == "exclude" and not v.get("met"))
+        # violated exclude criteria, by weight (a weight-2 criterion counts twice)
+        violations = int(round(rub.detail.get("violation_weight", 0))) if rub else 0
         got["shaping"] = shaping.factor(item, params=self.params.shaping, violations=violations)
         got["safety"] = safety.gate(item, self.rules)
         values = {k: (got[k].value if k in got else None) for k in COMPONENTS}

@@ -54,6 +54,7 @@ from collections.abc import Sequence
 
 from eval.parsing import normalize_answer, parse_choice, parse_label
 from tasks.reward.item import RewardItem, Score, split_thinking
+from tasks.reward.router import asks_to_reason
 from tasks.reward.shaping import segment_counts
 
 CRITERIA = ("framework", "robustness", "depth")
@@ -255,7 +256,9 @@ def score(item: RewardItem, params: ProcessParams = ProcessParams()) -> Score:
     """The heuristic process reward (module docstring); None when the completion has no <think> block."""
     split = split_thinking(item.completion)
     if split.think is None:
-        return Score(None, {"reason": "no_think"})
+        # a prompt that asks for reasoning and gets none scores 0, so skipping the <think> block never
+        # pays more than reasoning does; elsewhere the component does not apply
+        return Score(0.0 if asks_to_reason(item) else None, {"reason": "no_think"})
     think = split.think
     if not think.strip():
         return Score(0.0, {"reason": "empty_think", **dict.fromkeys(CRITERIA, 0.0)})

@@ -476,10 +476,19 @@ def judge(item: RewardItem, *, static: StaticRubrics | None = None, client=None,
 
 
 def _weighted(items: Sequence[dict], verdicts: Sequence[dict | None], detail: dict) -> Score:
-    graded = [(it, v) for it, v in zip(items, verdicts) if v is not None]
+    """Credit comes from the include and equivalent items only; exclude items are guards: an answer
+    that says nothing earns nothing by avoiding what it must not say. A violated exclude item is
+    listed with its weight (`violation_weight`), which shaping and the pass gate act on."""
+    graded = [(it, {**v, "kind": it["kind"]}) for it, v in zip(items, verdicts) if v is not None]
     ungradable = [it["id"] for it, v in zip(items, verdicts) if v is None]
     if not graded:
         return Score(None, {**detail, "reason": "no_gradable_item", "ungradable": ungradable})
-    total = sum(it["weight"] for it, _ in graded)
-    value = sum(it["weight"] * v["credit"] for it, v in graded) / total
-    return Score(min(1.0, max(0.0, value)), {**detail, "verdicts": [v for _, v in graded], "ungradable": ungradable})
+    violated = [(it["id"], it["weight"]) for it, v in graded if it["kind"] == "exclude" and not v["met"]]
+    out = {**detail, "verdicts": [v for _, v in graded], "ungradable": ungradable,
+           "violated": [i for i, _ in violated], "violation_weight": sum(w for _, w in violated)}
+    positive = [(it, v) for it, v in graded if it["kind"] != "exclude"]
+    if not positive:
+        return Score(None, {**out, "reason": "no_positive_item"})
+    total = sum(it["weight"] for it, _ in positive)
+    value = sum(it["weight"] * v["credit"] for it, v in positive) / total
+    return Score(min(1.0, max(0.0, value)), out)

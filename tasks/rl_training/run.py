@@ -38,6 +38,7 @@ from tasks.rl_training.rewards import TRLRewards
 from tasks.rl_training.rft import fine_tune, rejection_sample
 from tasks.training.checkpoints import run_key
 from tasks.training.device import world
+from tasks.training.encode import write_rejections
 from tasks.training.model_io import load_model
 from tasks.training.splits import read_samples
 
@@ -214,7 +215,7 @@ def train_rl(cfg: RLConfig, out: Path | None, log_metrics, client=None, log=prin
     write_jsonl(out / "steps.jsonl", state.data["steps"])
     write_jsonl(out / "rft.jsonl", state.data["rft"])
     write_jsonl(out / "heldout.jsonl", state.data["heldout_rows"])
-    write_jsonl(out / "rejected_prompts.jsonl", bad)
+    write_rejections(out / "rejected", bad)
     metrics = {"segments": state.data["segments"], "heldout": state.data["heldout"]}
     write_json(out / "metrics.json", metrics)
     summary = summary_of(cfg, prompts, train, held, bad, state, key, resumed)

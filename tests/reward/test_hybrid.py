@@ -55,14 +55,25 @@ def test_right_letter_after_closed_think_passes(reward):
     assert set(b.components) == set(COMPONENTS)
 
 
-def test_without_reasoning_the_fused_reward_is_the_rule_score(reward):
-    # no <think>: process does not apply (None) and is dropped; one component at weight 1: fused = rule
+def test_skipping_the_reasoning_a_prompt_asks_for_never_pays(reward):
+    # the prompt asks for <think> reasoning and gets none: process = 0, so fused = (W_RULE * 1 + W_PROC * 0)^2
     b = reward.score(item_for(_choice(), "Answer: B"))
-    assert b.components["process"] is None and b.components["pairwise"] is None
-    assert b.fused == pytest.approx(1.0)
-    # a bare letter is still read, but no "Answer:" line costs the format factor .8: fused = 1 * .8
+    assert b.components["process"] == 0.0 and b.components["pairwise"] is None
+    assert b.fused == pytest.approx(W_RULE ** 2)
+    reasoned = reward.score(item_for(_choice(), "<think>Metformin is first line.</think>\nAnswer: B"))
+    assert reasoned.fused > b.fused
+    # a bare letter is still read, but no "Answer:" line costs the format factor .8
     bare = reward.score(item_for(_choice(), "B"))
-    assert bare.components["rule"] == 1.0 and bare.fused == pytest.approx(0.8) and reward.passes(bare)
+    assert bare.components["rule"] == 1.0 and bare.fused == pytest.approx(0.8 * W_RULE ** 2) and reward.passes(bare)
+
+
+def test_without_a_reasoning_request_the_fused_reward_is_the_rule_score(reward):
+    # direct-style prompt: process does not apply (None) and is dropped; one component at weight 1: fused = rule
+    direct = make_prompt("closed", [], "Which drug is first-line for type 2 diabetes?\n" + "\n".join(
+        f"{chr(65 + i)}. {o}" for i, o in enumerate(OPTIONS)), answer="Metformin", answer_kind="choice",
+        options=OPTIONS, thinking=False, source="test", source_ids=["s1"])
+    b = reward.score(item_for(direct, "Answer: B"))
+    assert b.components["process"] is None and b.fused == pytest.approx(1.0)
 
 
 def test_wrong_letter_fails(reward):

@@ -1,6 +1,7 @@
 """rl on a tiny project: the RFT-enhanced iterative curriculum end to end (plan, per-step reward
 decomposition, held-out checkpoints, MLflow curves), the paradigms on one GRPO budget, byte-identical
-re-runs, resumption after a failed segment, and malformed prompt lines accounted for.
+re-runs, resumption after a failed segment, malformed prompt lines accounted for; and what the reward RL
+trains on pays for (the reasoning the prompts ask for, off-topic replies at the RFT gate).
 
 Sizes keep one stage run to seconds on CPU: a 4-layer tiny VLM, 10 prompts, 2 iterations of one GRPO step
 per phase, one prompt x two completions of at most 8 tokens per step.
@@ -199,10 +200,10 @@ def test_iterative_rl_trains_the_curriculum_and_logs_every_step(iterative):
     assert [f"r{s['round']}-{s['phase']}" for s in plan] == PLAN_NAMES
     assert not held_ids & {i for s in plan for i in s["prompt_ids"]}        # held-out prompts are never trained
     grpo = [s for s in plan if s["kind"] == "grpo"]
-    # hints: density 0.5 x (1 - (r - 1) / 2) = 0.5 in round 1, 0.25 in round 2; one distinct prompt per phase,
-    # ceil(density x 1) = 1 hinted, at ceil(3 x density) levels: 2 in round 1, 1 in round 2
-    assert [s["hint_density"] for s in grpo] == [0.5] * 3 + [0.25] * 3
-    assert [sorted(s["hinted"].values()) for s in grpo] == [[2]] * 3 + [[1]] * 3
+    # hints: density 0.5 x (2 - r) / (2 - 1) = 0.5 in round 1, 0 in the last; one distinct prompt per phase:
+    # ceil(0.5 x 1) = 1 hinted at ceil(3 x 0.5) = 2 levels in round 1, none in round 2
+    assert [s["hint_density"] for s in grpo] == [0.5] * 3 + [0.0] * 3
+    assert [sorted(s["hinted"].values()) for s in grpo] == [[2]] * 3 + [[]] * 3
     assert [len(s["prompt_ids"]) for s in grpo] == [1] * 6                    # steps x prompts_per_step = 1 x 1
 
     steps = read_jsonl(out / "steps.jsonl")
@@ -241,12 +242,12 @@ def test_iterative_rl_trains_the_curriculum_and_logs_every_step(iterative):
 def test_hint_density_curve_only_decays(iterative):
     """The MLflow curve of the dynamic hint curriculum: one point per GRPO phase, at the phase's first global
     step, never rising. RFT samples without hints: it logs no density (a 0.0 there would make the curve a saw,
-    0, .5, .5, .5, 0, .25, ..., with two values at one step)."""
+    0, .5, .5, .5, 0, 0, ..., with two values at one step)."""
     root, _ = iterative
     client, run_id = rl_mlflow(root)
     segments = json.loads((root / "data" / "rl" / "metrics.json").read_text())["segments"]
     density = history(client, run_id, "rl.hint.density")
-    assert [v for _, v in density] == [0.5] * 3 + [0.25] * 3
+    assert [v for _, v in density] == [0.5] * 3 + [0.0] * 3
     assert [s for s, _ in density] == grpo_offsets(segments)
 
 
@@ -271,12 +272,18 @@ def test_paradigms_share_the_grpo_budget_without_rft(iterative, fusion):
         assert set(summary["heldout"]) == {"before", "final"}
         assert json.loads((root / "data" / name / "model" / "medx_model.json").read_text())["stage"] == "rl"
     plans = {n: read_jsonl(root / "data" / n / "plan.jsonl") for n in ("rl_staged", "rl_fusion")}
-    # staged: each phase once with iterations x steps_per_phase = 2 steps, density 0.5 x (1 - k/3)
+    # staged: each phase once with iterations x steps_per_phase = 2 steps, density 0.5 x (1 - k/2)
     assert [(s["phase"], s["steps"]) for s in plans["rl_staged"]] == [("foundation", 2), ("specialization", 2),
                                                                       ("alignment", 2)]
-    assert [s["hint_density"] for s in plans["rl_staged"]] == pytest.approx([0.5, 1 / 3, 1 / 6])
+    assert [s["hint_density"] for s in plans["rl_staged"]] == [0.5, 0.25, 0.0]
     # fusion: one mixed segment of 3 x 2 = 6 steps at half the initial density
     assert [(s["phase"], s["steps"], s["hint_density"]) for s in plans["rl_fusion"]] == [("mixed", 6, 0.25)]
+    # the same hint budget: density per GRPO step averages 0.5 / 2 = 0.25 in every paradigm
+    # (iterative (3 x 0.5 + 3 x 0) / 6, staged (2 x 0.5 + 2 x 0.25 + 0) / 6, fusion 6 x 0.25 / 6)
+    plans["rl"] = read_jsonl(root / "data" / "rl" / "plan.jsonl")
+    for name, segs in plans.items():
+        grpo = [s for s in segs if s["kind"] == "grpo"]
+        assert sum(s["hint_density"] * s["steps"] for s in grpo) / GRPO_STEPS == pytest.approx(0.25), name
 
 
 def test_entropy_bonus_switches_on_below_the_threshold(iterative, fusion):
@@ -409,3 +416,20 @@ def test_the_rl_reward_does_not_pay_for_skipping_the_reasoning():
                                              "option B.</think>\nAnswer: B"))
     assert bare.components["rule"] == reasoned.components["rule"] == 1.0
     assert bare.fused < reasoned.fused
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: exclude-only rubric credit passes the RFT gate: an off-topic reply "
+                                       "meets every static 'open' exclude item (3.5 of 4.5 weight = 0.78 >= "
+                                       "rubric_pass 0.6) (tasks/reward/rubric.py _weighted, hybrid.py passes)")
+def test_rft_gate_keeps_no_off_topic_completion():
+    """RFT fine-tunes on what passes the gate. On the open prompt (instance point: names metformin, weight 1;
+    static open items: four exclude points, weights 1 + 1 + 1 + 0.5) an 8-token off-topic reply, as the tiny
+    policy samples, meets none of the positive points and all the exclude ones: 3.5 / 4.5 = 0.778."""
+    from tasks.reward.hybrid import HybridReward, item_for
+    from tasks.rl_training.config import RLConfig
+
+    reward = HybridReward(RLConfig().reward)
+    open_prompt = rl_prompts()[3]
+    scored = reward.score(item_for(open_prompt, "iltra]G lobeFM cardia"))
+    assert scored.components["rubric"] == pytest.approx(3.5 / 4.5)
+    assert not reward.passes(scored)
