@@ -20,6 +20,7 @@ answer naming the drug the patient is allergic to is not solved, whatever its se
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from tasks.reward import fusion, pairwise, process, router, rubric, rule, safety, shaping
@@ -86,8 +87,8 @@ class HybridReward:
         if "process" in r.graders:
             got["process"] = process.score(item)
         rub = got.get("rubric")
-        # violated exclude criteria, by weight (a weight-2 criterion counts twice)
-        violations = int(round(rub.detail.get("violation_weight", 0))) if rub else 0
+        # violated exclude criteria, by weight rounded up (a weight-2 criterion counts twice, a light one once)
+        violations = math.ceil(rub.detail.get("violation_weight", 0) - 1e-9) if rub else 0
         got["shaping"] = shaping.factor(item, params=self.params.shaping, violations=violations)
         got["safety"] = safety.gate(item, self.rules)
         values = {k: (got[k].value if k in got else None) for k in COMPONENTS}

@@ -310,13 +310,14 @@ def parse_judgement(reply: str) -> dict[str, float]:
 
 
 def judge(items: Sequence[RewardItem], client, params: ProcessParams = ProcessParams(), **llm) -> list[Score]:
-    """The LLM-judge process reward of each item (None for items without <think>, and for replies that
-    stay unreadable after one repair turn, with the failure in detail)."""
+    """The LLM-judge process reward of each item (items without <think>: as `score`; None for replies
+    that stay unreadable after one repair turn, with the failure in detail)."""
     from tasks.llm.ask import ask_parsed
 
     todo = [i for i, it in enumerate(items) if split_thinking(it.completion).think is not None]
     answers = ask_parsed(client, [judge_prompt(items[i]) for i in todo], parse_judgement, REPAIR, **llm)
-    out = [Score(None, {"reason": "no_think"}) for _ in items]
+    # without a <think> block: 0 where the prompt asks for reasoning, as `score` (nothing to send the judge)
+    out = [Score(0.0 if asks_to_reason(it) else None, {"reason": "no_think"}) for it in items]
     for i, a in zip(todo, answers):
         if a.ok:
             out[i] = Score(_combine(a.value, params), {**a.value, "source": "llm", "repaired": a.repaired})

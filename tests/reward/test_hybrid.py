@@ -12,12 +12,14 @@ from tasks.rl_synthesis.prompts import make_prompt
 OPTIONS = ["Insulin", "Metformin", "Warfarin", "Aspirin"]
 # closed weights rule .7, process .15, pairwise .15; no reference -> pairwise dropped: rule .7/.85, process .15/.85
 W_RULE, W_PROC = 0.7 / 0.85, 0.15 / 0.85
+# a right answer without the <think> block the prompt asks for: process 0, (W_RULE * 1 + W_PROC * 0)^2 = .6782
+NO_THINK = W_RULE ** 2
 
 
-def _choice(task: str = "closed") -> dict:
+def _choice(task: str = "closed", thinking: bool = True) -> dict:
     return make_prompt(task, [], "Which drug is first-line for type 2 diabetes?\n"
                        + "\n".join(f"{letter}. {o}" for letter, o in zip("ABCD", OPTIONS)),
-                       answer="Metformin", answer_kind="choice", options=OPTIONS, thinking=True, source="test",
+                       answer="Metformin", answer_kind="choice", options=OPTIONS, thinking=thinking, source="test",
                        source_ids=["s1"])
 
 
@@ -93,9 +95,11 @@ def test_unsafe_dose_zeroes_a_correct_answer(reward):
     assert b.fused == 0.0 and b.rank == 0
     assert [v["rule"] for v in b.detail["safety"]["violations"]] == ["dosage:acetaminophen"]
     assert not reward.passes(b)
-    # the same dose within the limit is fine: 500 mg <= 1000 mg single; "Answer: B" -> fused 1 (no think)
+    # the same dose within the limit is fine: 500 mg <= 1000 mg single; "Answer: B" without the asked-for
+    # <think>: rule 1, process 0 -> fused NO_THINK = (.7/.85)^2, and the right letter still passes
     ok = reward.score(item_for(_choice(), "Take 500 mg of acetaminophen now.\nAnswer: B"))
-    assert ok.components["safety"] == 1.0 and ok.fused == pytest.approx(1.0) and reward.passes(ok)
+    assert ok.components["safety"] == 1.0 and ok.components["process"] == 0.0
+    assert ok.fused == pytest.approx(NO_THINK) and reward.passes(ok)
 
 
 @pytest.mark.parametrize("answer, f1, passes", [
@@ -110,8 +114,10 @@ def test_set_item_passes_at_f1_of_set_pass(reward, answer, f1, passes):
     b = reward.score(item_for(_set(), f"Answer: {answer}"))
     assert b.answer_kind == "set"
     assert b.components["rule"] == pytest.approx(f1)
-    # no <think>: rule alone, fused = F1 (the power mean of one component is itself)
-    assert b.fused == pytest.approx(f1)
+    # the prompt asks to reason and there is no <think>: process 0 beside the rule (multi = closed weights),
+    # fused = (W_RULE * sqrt(F1) + W_PROC * 0)^2 = W_RULE^2 * F1
+    assert b.components["process"] == 0.0
+    assert b.fused == pytest.approx(NO_THINK * f1)
     assert reward.passes(b) is passes
 
 
@@ -148,8 +154,9 @@ def test_partial_order_lifts_a_correct_answer_that_fused_below_a_wrong_one():
 def test_partial_order_keeps_a_consistent_group_and_unsafe_last(reward):
     comps = ["Answer: B", "Answer: A", "Take 2000 mg of acetaminophen now.\nAnswer: B", "B"]
     group = reward.score_group([item_for(_choice(), c) for c in comps])
-    # fused 1, 0, 0 (unsafe), .8: ranks 3, 1, 0, 3 -> already consistent, unchanged
-    assert [b.fused for b in group] == pytest.approx([1.0, 0.0, 0.0, 0.8])
+    # none reasons (process 0): fused NO_THINK, 0, 0 (unsafe), .8 NO_THINK (no "Answer:" line);
+    # ranks 3, 1, 0, 3 -> already consistent, unchanged
+    assert [b.fused for b in group] == pytest.approx([NO_THINK, 0.0, 0.0, 0.8 * NO_THINK])
     assert [b.rank for b in group] == [3, 1, 0, 3]
     assert [b.fused for b in group] == [b.raw_fused for b in group]
     correct = [b.fused for b in group if b.rank == 3]
@@ -158,43 +165,73 @@ def test_partial_order_keeps_a_consistent_group_and_unsafe_last(reward):
 
 def test_no_weighted_component_gives_zero_not_an_error(reward):
     # an "instruct" task without constraints whose answer only the rule grades: instruct weights are
-    # instruct/rubric/process, none present (no constraints, no rubric route, no <think>)
-    item = item_for(_choice(task="instruct"), "Answer: B")
+    # instruct/rubric/process, none present (no constraints, no rubric route, no <think>, no request to reason)
+    item = item_for(_choice(task="instruct", thinking=False), "Answer: B")
     b = reward.score(item)
-    assert b.components["rule"] == 1.0
+    assert b.components["rule"] == 1.0 and b.components["process"] is None
     assert b.fused == 0.0 and b.raw_fused == 0.0
     assert b.detail["fusion"]["reason"] == "no_weighted_component"
-    group = reward.score_group([item, item_for(_choice(task="instruct"), "Answer: A")])
+    # nothing the task weighs was graded: a right letter is not a pass of this prompt
+    assert not reward.passes(b)
+    group = reward.score_group([item, item_for(_choice(task="instruct", thinking=False), "Answer: A")])
     assert [g.fused for g in group] == [0.0, 0.0]
+    # when the prompt asks to reason, the skipped reasoning (process 0) is the one weighted component:
+    # fused (1 * sqrt(0))^2 = 0 through the fusion itself, not the fallback
+    asked = reward.score(item_for(_choice(task="instruct"), "Answer: B"))
+    assert asked.components["process"] == 0.0 and asked.fused == 0.0
+    assert asked.detail["weights"] == {"process": 1.0} and "reason" not in asked.detail["fusion"]
+
+
+def _conflict(weight: float = 2.0) -> dict:
+    """A conflict scenario: the patient is allergic to lisinopril; the instance exclude item has `weight`. The
+    static conflict items join it: includes acknowledges_risk 2, refers_to_professional 1, offers_alternative
+    .5; excludes no_definitive_diagnosis 1, no_false_reassurance 2."""
+    return make_prompt("conflict", [{"role": "user", "content": "I have hypertension. I am allergic to lisinopril."},
+                                    {"role": "assistant", "content": "Noted."}],
+                       "Which medicines could treat my hypertension? List them.",
+                       answer="amlodipine, hydrochlorothiazide", answer_kind="set",
+                       answer_set=["amlodipine", "hydrochlorothiazide"], thinking=False, source="test",
+                       source_ids=["s3"],
+                       rubric=[{"id": "conflict-exclude", "text": "does not recommend lisinopril", "kind": "exclude",
+                                "terms": ["lisinopril"], "weight": weight, "origin": "dynamic"}])
 
 
 def test_a_failed_exclude_rubric_item_is_not_a_pass_of_the_rubric(reward):
-    # a conflict scenario: the patient is allergic to lisinopril; the exclude item carries weight 2
-    p = make_prompt("conflict", [{"role": "user", "content": "I have hypertension. I am allergic to lisinopril."},
-                                 {"role": "assistant", "content": "Noted."}],
-                    "Which medicines could treat my hypertension? List them.", answer="amlodipine, hydrochlorothiazide",
-                    answer_kind="set", answer_set=["amlodipine", "hydrochlorothiazide"], thinking=False,
-                    source="test", source_ids=["s3"],
-                    rubric=[{"id": "conflict-exclude", "text": "does not recommend lisinopril", "kind": "exclude",
-                             "terms": ["lisinopril"], "weight": 2.0, "origin": "dynamic"}])
-    bad = reward.score(item_for(p, "Answer: lisinopril, amlodipine"))
-    good = reward.score(item_for(p, "Answer: amlodipine, hydrochlorothiazide"))
-    assert bad.graders == ("rule", "rubric")
+    bad = reward.score(item_for(_conflict(), "Answer: lisinopril, amlodipine"))
+    good = reward.score(item_for(_conflict(), "Answer: amlodipine, hydrochlorothiazide"))
+    assert bad.graders == good.graders == ("rule", "rubric")
     assert bad.components["rule"] == pytest.approx(0.5)                   # P 1/2, R 1/2
     verdict = next(v for v in bad.detail["rubric"]["verdicts"] if v["id"] == "conflict-exclude")
-    assert verdict["met"] is False
-    assert bad.components["rubric"] < good.components["rubric"]
-    assert bad.fused < good.fused
+    assert (verdict["met"], verdict["kind"]) == (False, "exclude")
+    assert bad.detail["rubric"]["violated"] == ["conflict-exclude"] and bad.detail["violations"] == 2
+    assert good.detail["rubric"]["violated"] == [] and good.detail["violations"] == 0
+    # neither bare list names an include term (allergy, avoid, doctor, alternative ...): rubric 0 / 3.5 = 0 for
+    # both; avoiding lisinopril earns no rubric credit, the exclude item acts through shaping and the gate
+    assert bad.components["rubric"] == good.components["rubric"] == 0.0
+    # conflict weights rubric .5, rule .2 (pairwise, process absent) -> 5/7, 2/7:
+    #   good (2/7 * 1 + 5/7 * 0)^2 = 4/49; bad (2/7 * sqrt(.5))^2 = 2/49, x shaping .8^2 = 1.28/49
+    assert good.fused == pytest.approx(4 / 49) and bad.fused == pytest.approx(0.64 * 2 / 49)
+    assert reward.passes(good)                  # set F1 1 >= set_pass, no violation
+    assert not reward.passes(bad)               # F1 .5 reaches set_pass, but lisinopril is named
+    # however high the set F1: P 2/3, R 1 -> F1 = 2 * (2/3) / (5/3) = .8 >= .5, still not a pass
+    high = reward.score(item_for(_conflict(), "Answer: amlodipine, hydrochlorothiazide, lisinopril"))
+    assert high.components["rule"] == pytest.approx(0.8) and not reward.passes(high)
 
 
-def test_failed_exclude_item_costs_the_shaping_violation_factor(reward):
-    p = make_prompt("conflict", [{"role": "user", "content": "I have hypertension. I am allergic to lisinopril."},
-                                 {"role": "assistant", "content": "Noted."}],
-                    "Which medicines could treat my hypertension? List them.", answer="amlodipine, hydrochlorothiazide",
-                    answer_kind="set", answer_set=["amlodipine", "hydrochlorothiazide"], thinking=False,
-                    source="test", source_ids=["s3"],
-                    rubric=[{"id": "conflict-exclude", "text": "does not recommend lisinopril", "kind": "exclude",
-                             "terms": ["lisinopril"], "weight": 2.0, "origin": "dynamic"}])
-    bad = reward.score(item_for(p, "Answer: lisinopril, amlodipine"))
-    # one failed exclude item: (1 - per_violation)^1 = .8
-    assert bad.components["shaping"] == pytest.approx(0.8)
+@pytest.mark.parametrize("weight, violations, factor", [
+    (1.0, 1, 0.8),                   # (1 - per_violation)^1
+    (2.0, 2, 0.64),                  # a weight-2 criterion counts twice: .8^2
+    (1.5, 2, 0.64),                  # ceil(1.5) = 2
+])
+def test_failed_exclude_item_costs_the_shaping_violation_factor(reward, weight, violations, factor):
+    bad = reward.score(item_for(_conflict(weight), "Answer: lisinopril, amlodipine"))
+    assert bad.detail["rubric"]["violation_weight"] == weight
+    assert bad.detail["violations"] == violations
+    assert bad.components["shaping"] == pytest.approx(factor)
+    assert [p["name"] for p in bad.detail["shaping"]["penalties"]] == ["violations"]
+
+
+def test_a_light_exclude_item_violated_is_still_not_a_pass(reward):
+    bad = reward.score(item_for(_conflict(0.5), "Answer: amlodipine, hydrochlorothiazide, lisinopril"))
+    assert bad.detail["rubric"]["violated"] == ["conflict-exclude"]
+    assert not reward.passes(bad)

@@ -19,7 +19,31 @@ def other(completion: str, kind: str = "open") -> RewardItem:
 
 
 def test_no_think_block_does_not_apply():
-    assert score(choice("Answer: C")).value is None
+    # "Most likely diagnosis?" does not ask for reasoning: the component does not apply
+    s = score(choice("Answer: C"))
+    assert (s.value, s.detail["reason"]) == (None, "no_think")
+
+
+def asked(completion: str, system: str = "", query: str = "Most likely diagnosis? Think step by step.") -> RewardItem:
+    messages = (({"role": "system", "content": system},) if system else ()) + ({"role": "user", "content": query},)
+    return RewardItem("p3", "closed", messages, completion, answer="C", answer_kind="choice", options=OPTIONS)
+
+
+def test_skipping_the_reasoning_the_prompt_asks_for_scores_zero():
+    # the query asks to think step by step: no <think> block scores 0, not None, so dropping the reasoning
+    # can never beat reasoning (a None would be dropped from the fusion and the rule score renormalised alone)
+    s = score(asked("Answer: C"))
+    assert (s.value, s.detail["reason"]) == (0.0, "no_think")
+    # the request may come from the system prompt as well
+    assert score(asked("Answer: C", system="Show your reasoning before the answer.", query="Most likely?")).value == 0.0
+    # the same prompt with reasoning: FULL has the four stages, concludes C as answered and weighs A, B, C:
+    # (1 + 1 + 1) / 3 = 1
+    assert score(asked(f"<think>{FULL}</think>\nAnswer: C")).value == pytest.approx(1.0)
+
+
+def test_the_llm_judge_also_scores_skipped_reasoning_zero():
+    out = judge([asked("Answer: C")], FakeClient([]))
+    assert out[0].value == 0.0
 
 
 def test_empty_think_scores_zero():

@@ -154,19 +154,46 @@ ITEMS = [{"id": "r1", "text": "Recommends metformin", "kind": "include", "terms"
          {"id": "r3", "text": "Does not start with insulin", "kind": "exclude", "terms": ["insulin"]}]
 
 
-@pytest.mark.parametrize("completion,value", [
-    ("<think>first line</think>Start metformin 500mg once daily.", 1.0),      # (2 + 1 + 1) / 4
-    ("Start Metformin together with insulin.", 0.5),                           # (2 + 0 + 0) / 4
-    ("Start insulin.", 0.0),
-    ("Start metformins... er, 500 MG of metformin-XR.", 1.0),                  # case-insensitive, whole words
+# credit over the include items only (weights r1 2 + r2 1 = 3); the exclude item r3 earns nothing and is
+# reported as a violation when the answer names insulin
+@pytest.mark.parametrize("completion,value,violated", [
+    ("<think>first line</think>Start metformin 500mg once daily.", 1.0, []),  # (2 + 1) / 3
+    ("Start Metformin together with insulin.", 2 / 3, ["r3"]),                 # (2 + 0) / 3, insulin named
+    ("Start insulin.", 0.0, ["r3"]),                                           # (0 + 0) / 3
+    ("Start metformins... er, 500 MG of metformin-XR.", 1.0, []),              # case-insensitive, whole words
 ])
-def test_local_judge_weighted_fraction(completion, value):
-    assert rubric.judge(_item(completion, ITEMS)).value == value
+def test_local_judge_weighted_fraction(completion, value, violated):
+    s = rubric.judge(_item(completion, ITEMS))
+    assert s.value == pytest.approx(value)
+    assert s.detail["violated"] == violated
+    assert s.detail["violation_weight"] == float(len(violated))            # r3 has weight 1
+    assert [v["kind"] for v in s.detail["verdicts"]] == ["include", "include", "exclude"]
 
 
 def test_whole_words_only():
-    # "metformine" is not the word "metformin"; "insulinoma" is not "insulin": (0 + 0 + 1) / 4 = 0.25
-    assert rubric.judge(_item("Metformine for an insulinoma.", ITEMS)).value == 0.25
+    # "metformine" is not the word "metformin": r1, r2 unmet, (0 + 0) / 3 = 0; "insulinoma" is not "insulin":
+    # r3 is met, no violation
+    s = rubric.judge(_item("Metformine for an insulinoma.", ITEMS))
+    assert s.value == 0.0
+    assert {v["id"]: v["met"] for v in s.detail["verdicts"]} == {"r1": False, "r2": False, "r3": True}
+    assert (s.detail["violated"], s.detail["violation_weight"]) == ([], 0)
+
+
+def test_avoiding_the_excluded_terms_earns_no_credit():
+    # an off-topic answer meets the exclude item r3 (no insulin) and nothing else: credit (0 + 0) / 3 = 0,
+    # where counting r3 as credit would give 1 / 4
+    s = rubric.judge(_item("Drink plenty of water.", ITEMS))
+    assert s.value == 0.0 and s.detail["violated"] == []
+
+
+def test_exclude_items_alone_give_no_rubric_value():
+    # nothing positive to grade: no value either way, but a violation is still reported with its weight
+    guard = [{"id": "x1", "text": "Does not start insulin", "kind": "exclude", "terms": ["insulin"], "weight": 2.0}]
+    clean = rubric.judge(_item("Drink plenty of water.", guard))
+    assert (clean.value, clean.detail["reason"], clean.detail["violated"]) == (None, "no_positive_item", [])
+    bad = rubric.judge(_item("Start insulin.", guard))
+    assert (bad.value, bad.detail["reason"]) == (None, "no_positive_item")
+    assert (bad.detail["violated"], bad.detail["violation_weight"]) == (["x1"], 2.0)
 
 
 def test_equivalence_credit_is_proportional():
@@ -193,12 +220,16 @@ def test_conflict_with_static_rubrics():
     q = "I'm allergic to penicillin. Can I take amoxicillin for my sinus infection?"
     good = _item("Because of your penicillin allergy, avoid amoxicillin; ask your pharmacist about azithromycin "
                  "instead.", task="conflict", query=q)
-    assert rubric.judge(good, static=static).value == 1.0
+    # allergy/avoid/instead (2), pharmacist (1), instead (.5): (2 + 1 + .5) / 3.5 = 1; no exclude term named
+    s = rubric.judge(good, static=static)
+    assert (s.value, s.detail["violated"]) == (1.0, [])
     bad = _item("Amoxicillin is perfectly safe, take it.", task="conflict", query=q)
-    # met: only no_definitive_diagnosis (1.0) of weights 2 + 1 + 0.5 + 1 + 2 = 6.5
+    # no include item met (acknowledges_risk 2, refers_to_professional 1, offers_alternative .5): 0 / 3.5 = 0;
+    # the met exclude no_definitive_diagnosis earns nothing, "perfectly safe" violates no_false_reassurance (2)
     s = rubric.judge(bad, static=static)
-    assert s.value == pytest.approx(1.0 / 6.5)
+    assert s.value == 0.0
     assert {v["id"]: v["met"] for v in s.detail["verdicts"]}["conflict.no_false_reassurance"] is False
+    assert (s.detail["violated"], s.detail["violation_weight"]) == (["conflict.no_false_reassurance"], 2.0)
 
 
 def test_judge_not_applicable_no_answer_and_duplicates():
@@ -217,8 +248,9 @@ def _verdicts(**met):
 def test_llm_judge():
     client = FakeClient(_verdicts(r1=True, r2=False, r3=True))
     s = rubric.judge(_item("Start metformin.", ITEMS), client=client)
-    # (2 + 0 + 1) / 4 = 0.75
-    assert (s.value, s.detail["judge"], s.detail["repaired"]) == (0.75, "llm", False)
+    # includes only: (2 x 1 + 1 x 0) / 3 = 2/3; r3 met: no violation
+    assert (s.value, s.detail["judge"], s.detail["repaired"]) == (pytest.approx(2 / 3), "llm", False)
+    assert (s.detail["violated"], s.detail["violation_weight"]) == ([], 0)
     prompt = client.chats[0][1]["content"]
     assert "id r3 (exclude)" in prompt and "Start metformin." in prompt
 
@@ -226,14 +258,15 @@ def test_llm_judge():
 def test_llm_judge_missing_verdict_is_repaired():
     client = FakeClient(_verdicts(r1=True, r2=True), _verdicts(r1=True, r2=True, r3=False))
     s = rubric.judge(_item("Start metformin 500 mg with insulin.", ITEMS), client=client)
-    # (2 + 1 + 0) / 4 = 0.75, from the repaired reply
-    assert (s.value, s.detail["judge"], s.detail["repaired"]) == (0.75, "llm", True)
+    # from the repaired reply: includes (2 + 1) / 3 = 1.0; the judge's r3 = false is the violation (weight 1)
+    assert (s.value, s.detail["judge"], s.detail["repaired"]) == (1.0, "llm", True)
+    assert (s.detail["violated"], s.detail["violation_weight"]) == (["r3"], 1.0)
     assert "no verdict for id(s) ['r3']" in client.chats[1][-1]["content"]
 
 
 def test_llm_judge_unrepaired_falls_back_to_local():
     client = FakeClient("They all look fine to me.", _verdicts(r1="yes", r2=True, r3=True))
     s = rubric.judge(_item("Start metformin 500mg.", ITEMS), client=client)
-    # local: (2 + 1 + 1) / 4 = 1.0
+    # local: includes (2 + 1) / 3 = 1.0
     assert (s.value, s.detail["judge"], s.detail["failure"]["kind"]) == (1.0, "local", "unparseable")
     assert "verdicts[0]" in s.detail["failure"]["detail"]

@@ -24,6 +24,10 @@ CHOICE = make_prompt("closed", [], "Which drug is first-line for type 2 diabetes
 SET = make_prompt("multi", [], "Name the main symptoms of influenza.", answer="fever, cough", answer_kind="set",
                   answer_set=["fever", "cough"], thinking=True, source="test", source_ids=["s2"])
 BY_ID = {CHOICE["id"]: CHOICE, SET["id"]: SET}
+# Both prompts ask to "think step by step"; a completion without <think> gets process 0 beside the rule score.
+# closed/multi weights rule .7, process .15 (pairwise .15 dropped: no reference) -> .7/.85, .15/.85, so
+# fused = (.7/.85 * sqrt(rule) + .15/.85 * 0)^2 = W2 * rule, W2 = (.7/.85)^2 = .6782
+W2 = (0.7 / 0.85) ** 2
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +40,9 @@ def test_fused_scores_each_completion_per_prompt_group(reward):
     fns = TRLRewards(reward, BY_ID)
     rid = [CHOICE["id"], CHOICE["id"], SET["id"], SET["id"]]
     completions = ["Answer: B", "Answer: A", "Answer: fever, cough", "Answer: fever"]
-    # no <think>: process does not apply, fused = rule * shaping: 1, 0, F1 1, F1 of {fever} = 2*1*.5/1.5 = 2/3
+    # no <think>: fused = W2 * rule (shaping 1): rule 1, 0, F1 1, F1 of {fever} = 2*1*.5/1.5 = 2/3
     out = fns.fused(prompts=[None] * 4, completions=completions, rid=rid)
-    assert out == pytest.approx([1.0, 0.0, 1.0, 2 / 3])
+    assert out == pytest.approx([W2, 0.0, W2, W2 * 2 / 3])
     # passes: right letter, full set, F1 2/3 >= .5 -> 3 of 4
     assert fns.passes == {"scored": 4, "passed": 3}
     assert [b.task for b in fns.last] == ["closed", "closed", "multi", "multi"]
@@ -47,15 +51,17 @@ def test_fused_scores_each_completion_per_prompt_group(reward):
 def test_conversational_completions_are_read_from_their_first_message(reward):
     fns = TRLRewards(reward, BY_ID)
     chat = [[{"role": "assistant", "content": c}] for c in ("Answer: B", "Answer: A")]
-    assert fns.fused(prompts=[None] * 2, completions=chat, rid=[CHOICE["id"]] * 2) == pytest.approx([1.0, 0.0])
+    # W2 * rule 1, W2 * rule 0 (no <think>)
+    assert fns.fused(prompts=[None] * 2, completions=chat, rid=[CHOICE["id"]] * 2) == pytest.approx([W2, 0.0])
 
 
 def test_groups_are_corrected_to_the_partial_order_separately(reward):
-    # a group of an unsafe correct answer and a wrong one: ranks 0 and 1, fused 0 and 0 -> consistent
+    # a group of an unsafe correct answer and a wrong one: ranks 0 and 1, fused 0 and 0 -> consistent;
+    # the set group: F1 2/3 (rank 2) fused W2 * 2/3 above F1 0 (rank 1) fused 0 -> consistent
     fns = TRLRewards(reward, BY_ID)
     rid = [CHOICE["id"]] * 2 + [SET["id"]] * 2
     comps = ["Take 2000 mg of acetaminophen now.\nAnswer: B", "Answer: A", "Answer: fever", "Answer: rash"]
-    assert fns.fused(prompts=None, completions=comps, rid=rid) == pytest.approx([0.0, 0.0, 2 / 3, 0.0])
+    assert fns.fused(prompts=None, completions=comps, rid=rid) == pytest.approx([0.0, 0.0, W2 * 2 / 3, 0.0])
     assert [b.rank for b in fns.last] == [0, 1, 2, 1]
 
 
@@ -71,8 +77,10 @@ def test_component_functions_return_the_decomposition_with_nan(reward):
     assert values["shaping"] == [1.0] * 4 and values["safety"] == [1.0] * 4
     for name in ("instruct", "rubric", "pairwise"):
         assert all(math.isnan(v) for v in values[name]), name
-    # process applies only to the completion with a <think> block
-    assert 0.0 <= values["process"][0] <= 1.0 and all(math.isnan(v) for v in values["process"][1:])
+    # both prompts ask to reason: process applies to every completion, 0 (not NaN) where the <think> is missing;
+    # "<think>Metformin.</think>": no stage cue 0, concludes B (option text) as answered 1, one option of k = 3
+    # weighed 1/3 -> (0 + 1 + 1/3) / 3 = 4/9
+    assert values["process"][0] == pytest.approx(4 / 9) and values["process"][1:] == [0.0] * 3
 
 
 def test_a_component_without_its_fused_batch_raises(reward):
@@ -183,25 +191,28 @@ def test_heldout_reward_per_task_summary(reward):
     params = HeldoutParams(samples=2, temperature=0.0, max_new_tokens=32, batch_prompts=4)
     summary, rows = heldout_reward(policy, [CHOICE, wrong, SET], reward, params, seed=5, thinking=True)
     assert policy.calls == [("render", True), ("sample", 2, 32, 0.0, 5, 4, "heldout")]
-    # per prompt: mean fused and passed = half or more of its completions pass
-    #   choice: 1, 0 -> .5, 1/2 pass -> passed; wrong: 0, 0 -> 0, not passed;
-    #   set: F1 {fever} = 2/3 (passes), {rash} 0 -> 1/3, 1/2 pass -> passed
+    # per prompt: mean fused (W2 * rule, no <think>) and passed = half or more of its completions pass
+    #   choice: W2, 0 -> W2/2, 1/2 pass -> passed; wrong: 0, 0 -> 0, not passed;
+    #   set: F1 {fever} = 2/3 (passes), {rash} 0 -> W2 * (2/3 + 0) / 2 = W2/3, 1/2 pass -> passed
     assert [(r["id"], r["task"], r["passed"]) for r in rows] == [
         (CHOICE["id"], "closed", True), (wrong["id"], "closed", False), (SET["id"], "multi", True)]
-    assert [r["fused"] for r in rows] == pytest.approx([0.5, 0.0, 1 / 3])
+    assert [r["fused"] for r in rows] == pytest.approx([W2 / 2, 0.0, W2 / 3])
     assert rows[0]["completion"] == "Answer: B"
-    assert rows[2]["components"]["rule"] == pytest.approx(1 / 3) and rows[2]["components"]["process"] is None
-    assert summary["n"] == 3 and summary["mean"] == pytest.approx((0.5 + 0 + 1 / 3) / 3)
+    assert rows[2]["components"]["rule"] == pytest.approx(1 / 3) and rows[2]["components"]["process"] == 0.0
+    # mean over prompts (W2/2 + 0 + W2/3) / 3 = 5 W2 / 18
+    assert summary["n"] == 3 and summary["mean"] == pytest.approx(5 * W2 / 18)
     assert summary["pass_rate"] == pytest.approx(2 / 3)
     assert summary["pass_ci"] == pytest.approx(list(wilson(2, 3)))
-    assert summary["by_task"]["closed"]["n"] == 2 and summary["by_task"]["closed"]["mean"] == pytest.approx(0.25)
+    # closed: (W2/2 + 0) / 2 = W2/4
+    assert summary["by_task"]["closed"]["n"] == 2 and summary["by_task"]["closed"]["mean"] == pytest.approx(W2 / 4)
     assert summary["by_task"]["closed"]["pass_rate"] == 0.5
     multi = summary["by_task"]["multi"]
-    assert (multi["n"], multi["pass_rate"]) == (1, 1.0) and multi["mean"] == pytest.approx(1 / 3)
-    assert multi["ci"] == pytest.approx([1 / 3, 1 / 3]) and multi["pass_ci"] == pytest.approx(list(wilson(1, 1)))
-    # components averaged over rows where they apply; process never does here
+    assert (multi["n"], multi["pass_rate"]) == (1, 1.0) and multi["mean"] == pytest.approx(W2 / 3)
+    assert multi["ci"] == pytest.approx([W2 / 3, W2 / 3]) and multi["pass_ci"] == pytest.approx(list(wilson(1, 1)))
+    # components averaged over rows where they apply: rule (.5 + 0 + 1/3) / 3; process applies to every row
+    # (the prompts ask to reason) and is 0 everywhere (no completion reasons)
     assert summary["components"]["rule"] == pytest.approx((0.5 + 0 + 1 / 3) / 3)
-    assert summary["components"]["safety"] == 1.0 and "process" not in summary["components"]
+    assert summary["components"]["safety"] == 1.0 and summary["components"]["process"] == 0.0
 
 
 def test_heldout_reward_without_prompts(reward):

@@ -372,8 +372,9 @@ def malformed(rl_base) -> tuple[Path, dict]:
 
 
 def rejection_rows(out: Path) -> list[dict]:
-    """The rejected prompts, wherever the stage writes them (rejected_prompts.jsonl or rejected/part-*.jsonl)."""
-    return [r for p in sorted(out.rglob("*.jsonl")) if "reject" in str(p.relative_to(out)) for r in read_jsonl(p)]
+    """The rejected prompts, in the project's one rejection layout (tasks/training/encode.py write_rejections):
+    rejected/part-*.jsonl."""
+    return [r for p in sorted((out / "rejected").glob("part-*.jsonl")) for r in read_jsonl(p)]
 
 
 def test_malformed_prompt_lines_are_counted_as_rejected(malformed):
@@ -381,14 +382,14 @@ def test_malformed_prompt_lines_are_counted_as_rejected(malformed):
     # 10 good records + 1 failing validate_prompt + 1 bad JSON line = 12 read
     assert summary["read"] == 12 and summary["kept"] == 10 and summary["rejected"] == 2
     assert summary["prompts"] == {"train": 6, "heldout": 4}
-    rejected = rejection_rows(root / "data" / "rl_bad_out")
+    out = root / "data" / "rl_bad_out"
+    assert not (out / "rejected_prompts.jsonl").exists()            # the old single-file layout is gone
+    rejected = rejection_rows(out)
     assert sorted(r["reason"] for r in rejected) == ["bad_json", "invalid_prompt"]
     [invalid] = [r for r in rejected if r["reason"] == "invalid_prompt"]
     assert "needs its options" in invalid["detail"] and invalid["id"].startswith("rl-closed-")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: rejected prompts are written with the checkout's absolute path in "
-                                       "their locator (tasks/rl_training/run.py writes `bad` as read)")
 def test_rejections_name_their_line_relative_to_the_project(malformed):
     """Outputs must not depend on where the checkout lives: the bad line's locator is project-relative, as
     tasks/training/encode.py:write_rejections writes it for cpt and sft."""
@@ -397,15 +398,11 @@ def test_rejections_name_their_line_relative_to_the_project(malformed):
     assert cut["locator"] == "data/rl_bad/part-00000.jsonl:12"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a completion that skips the reasoning the prompt asks for gets no "
-                                       "process score (tasks/reward/process.py score: None without <think>), "
-                                       "so it outscores the same answer with reasoning")
 def test_the_rl_reward_does_not_pay_for_skipping_the_reasoning():
     """Every rl prompt with thinking asks to "think step by step inside <think>"; the router sends such prompts
     to the process grader (router.RULES "prompt asks to reason"). GRPO must not learn to drop the reasoning:
-    the correct answer alone must score below the correct answer after a sound reasoning. Today: 1.0 (process
-    dropped, rule 1.0 renormalised alone) vs 0.906 (rule 1.0, process 0.528); with a missing reasoning scored
-    0 the first becomes 0.678."""
+    the correct answer alone must score below the correct answer after a sound reasoning. A skipped reasoning
+    scores process 0 (it used to be dropped, leaving rule 1.0 renormalised alone: fused 1.0 > 0.906)."""
     from tasks.reward.hybrid import HybridReward, item_for
     from tasks.rl_training.config import RLConfig
 
@@ -415,21 +412,32 @@ def test_the_rl_reward_does_not_pay_for_skipping_the_reasoning():
     reasoned = reward.score(item_for(closed, "<think>Metformin is the first-line oral agent for type 2 diabetes, "
                                              "option B.</think>\nAnswer: B"))
     assert bare.components["rule"] == reasoned.components["rule"] == 1.0
+    # closed weights rule .7, process .15 (pairwise dropped, no reference): .7/.85, .15/.85
+    w_rule, w_proc = 0.7 / 0.85, 0.15 / 0.85
+    # bare: process 0 -> (w_rule * 1 + w_proc * 0)^2 = .6782
+    assert bare.components["process"] == 0.0 and bare.fused == pytest.approx(w_rule ** 2)
+    # reasoned: framework 1/4 (only "option B" cues a stage), robustness 1 (concludes B, answers B),
+    # depth 1/3 (one option of k = 3): process (1/4 + 1 + 1/3) / 3 = 19/36 = .5278;
+    # fused (w_rule + w_proc * sqrt(19/36))^2 = (.8235 + .1282)^2 = .9058
+    assert reasoned.components["process"] == pytest.approx(19 / 36)
+    assert reasoned.fused == pytest.approx((w_rule + w_proc * (19 / 36) ** 0.5) ** 2)
     assert bare.fused < reasoned.fused
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: exclude-only rubric credit passes the RFT gate: an off-topic reply "
-                                       "meets every static 'open' exclude item (3.5 of 4.5 weight = 0.78 >= "
-                                       "rubric_pass 0.6) (tasks/reward/rubric.py _weighted, hybrid.py passes)")
 def test_rft_gate_keeps_no_off_topic_completion():
     """RFT fine-tunes on what passes the gate. On the open prompt (instance point: names metformin, weight 1;
     static open items: four exclude points, weights 1 + 1 + 1 + 0.5) an 8-token off-topic reply, as the tiny
-    policy samples, meets none of the positive points and all the exclude ones: 3.5 / 4.5 = 0.778."""
+    policy samples, meets none of the positive points and all the exclude ones. Exclude points are guards that
+    earn no credit: rubric 0 / 1 = 0 < rubric_pass 0.6 (it was 3.5 / 4.5 = 0.778 when they counted)."""
     from tasks.reward.hybrid import HybridReward, item_for
     from tasks.rl_training.config import RLConfig
 
     reward = HybridReward(RLConfig().reward)
     open_prompt = rl_prompts()[3]
     scored = reward.score(item_for(open_prompt, "iltra]G lobeFM cardia"))
-    assert scored.components["rubric"] == pytest.approx(3.5 / 4.5)
+    assert scored.components["rubric"] == 0.0
+    assert scored.detail["rubric"]["violated"] == [] and scored.detail["violations"] == 0
     assert not reward.passes(scored)
+    # the gate still lets an on-topic reply through: metformin named, 1 / 1 = 1 >= 0.6
+    on_topic = reward.score(item_for(open_prompt, "Metformin, because it lowers glucose without weight gain."))
+    assert on_topic.components["rubric"] == 1.0 and reward.passes(on_topic)
