@@ -169,7 +169,7 @@ def test_mlflow_has_one_parent_with_a_child_per_stage(dag_run):
     eval_sft = next(r for r in children if r.data.tags["stage"] == "eval@sft")
     assert "instruct.prompt_strict" in eval_sft.data.metrics, sorted(eval_sft.data.metrics)
     rl_data = by_stage["rl_data"].data.metrics
-    for src in ("sft:mid_data", "kg:conflict"):
+    for src in ("sft_mid_data", "kg_conflict"):     # MLflow writes the ledger keys sft:mid_data, kg:conflict so
         assert rl_data[f"sources.{src}.read"] == rl_data[f"sources.{src}.kept"] + rl_data[f"sources.{src}.rejected"]
     rl = by_stage["rl"]
     for key in ("rl.rewards.fused.mean", "rl.rewards.rule.mean", "rl.rewards.safety.mean", "rl.entropy",
