@@ -14,10 +14,10 @@ PARADIGMS = ("iterative", "fusion", "staged")
 
 @dataclasses.dataclass
 class GRPOParams:
-    steps_per_phase: int = 6           # optimizer steps per curriculum phase and iteration (the budget unit)
-    prompts_per_step: int = 2
+    steps_per_phase: int = 2           # optimizer steps per curriculum phase and iteration (the budget unit)
+    prompts_per_step: int = 1
     num_generations: int = 4           # the GRPO group: completions per prompt
-    max_completion_length: int = 96
+    max_completion_length: int = 64
     temperature: float = 1.0
     learning_rate: float = 1e-6
     beta: float = 0.0                  # KL to the reference policy (0: none, as DAPO/Dr. GRPO)
@@ -30,7 +30,7 @@ class GRPOParams:
 @dataclasses.dataclass
 class RFTParams:
     enabled: bool = True
-    prompts: int = 24                  # train prompts sampled per iteration (seeded)
+    prompts: int = 12                  # train prompts sampled per iteration (seeded)
     samples: int = 4                   # completions per prompt
     max_per_prompt: int = 2            # passing completions kept per prompt (distinct texts)
     learning_rate: float = 5e-6
@@ -62,8 +62,8 @@ class EntropyParams:
 
 @dataclasses.dataclass
 class HeldoutParams:
-    samples: int = 1                   # completions per held-out prompt (temperature 0: greedy)
-    temperature: float = 0.0
+    samples: int = 4                   # completions per held-out prompt (temperature 0: greedy, one)
+    temperature: float = 1.0
     max_new_tokens: int = 96
     batch_prompts: int = 8
 

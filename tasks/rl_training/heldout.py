@@ -3,7 +3,7 @@ hybrid reward (no hints), with 95% intervals.
 
     report = heldout_reward(policy, prompts, reward, cfg.heldout, seed)   # {"mean", "ci", "pass_rate", ...}
 
-Per prompt: `samples` completions (greedy by default), the mean fused reward; the summary is the mean
+Per prompt: `samples` completions (sampled as rl_data's band is, by default), the mean fused reward; the summary is the mean
 over prompts with a bootstrap interval, the pass rate (the reward's gate) with a Wilson interval, and
 both per task. Changes between checkpoints are read from the intervals (eval/intervals.py).
 """

@@ -31,3 +31,13 @@ def test_a_uniform_paired_gain_is_significant_and_a_noisy_one_is_not():
     # MedQA 2/20 vs 10/20: -40 points, Newcombe interval excludes 0; 10/20 vs 10/20 is no change
     assert "(-40 *)" in fusion_line and "(+0)" in staged_line
     assert next(line for line in lines if line.startswith("| iterative")).split("|")[6].strip() == "-"
+
+
+def test_the_sft_row_shows_the_policy_before_rl():
+    ids = ["p0", "p1"]
+    rows = [_row("iterative", {i: 0.5 for i in ids}, 10)]
+    sft = {"medqa": {"generate": {"score": 0.25, "score_ci_low": 0.1, "score_ci_high": 0.47, "score_correct": 5,
+                                  "n": 20, "parse_failure_rate": 0.0}}}
+    line = next(x for x in table(rows, sft).splitlines() if x.startswith("| sft (before RL)"))
+    # the before-RL held-out figures are the iterative run's `heldout_before`; MedQA 5/20 = 25.0 [10.0, 47.0]
+    assert "0.200 [0.100, 0.300]" in line and "25.0 [10.0, 47.0]" in line and "25.0 [10.0, 50.0]" in line
