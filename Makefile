@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine:
 #   make run    set up .venv, then run the whole pipeline (default profile) with dvc repro
 #   make test   set up .venv, then run the test suite
+# The services (make services / make services-stop) schedule the same pipeline under Airflow.
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ PYTHON ?= python3
 export HF_HUB_OFFLINE := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup run test bench lint clean-outputs
+.PHONY: setup run test bench lint clean-outputs services services-stop
 
 $(STAMP): requirements.lock
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +33,13 @@ test: setup
 bench: setup
 	$(PY) bench/bench_stages.py
 	$(PY) bench/bench_minhash.py
+
+# PostgreSQL + MLflow server + Airflow scheduler / DAG processor / API server on 127.0.0.1 (tasks/services)
+services: setup
+	$(PY) -m tasks.services start
+
+services-stop: setup
+	$(PY) -m tasks.services stop
 
 lint: setup
 	$(PY) -m ruff check .

@@ -16,6 +16,9 @@ no candidate (first occurrence wins), threshold 0.8.
 MB/s per core = input UTF-8 megabytes / CPU seconds of this process (process_time), so a
 library that used several threads would not look faster than it is per core. Wall time is
 printed too. Target for ours: >= 10 MB/s/core.
+
+The two counts differ; which is right (against exact Jaccard on every pair of these documents)
+is measured by bench/bench_near_dup_quality.py --as-bench-minhash.
 """
 
 from __future__ import annotations

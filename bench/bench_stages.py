@@ -16,6 +16,7 @@ import argparse
 import importlib
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -40,6 +41,13 @@ def input_files(stage: str, work: Path) -> list[Path]:
         return files
     upstream = {"clean": "collect", "quality": "clean"}[stage]
     return sorted((work / upstream / "kept").glob("part-*.jsonl"))
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of its waited-for children, so far."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def baseline(stage: str, files: list[Path], out: Path) -> tuple[float, int, int]:
@@ -73,19 +81,22 @@ def main() -> None:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
         os.environ["MEDX_MLFLOW_ARTIFACTS"] = (work / "artifacts").as_uri()
         print(f"{'stage':<9}{'records':>9}{'MB':>8}{'s':>8}{'rec/s':>10}{'MB/s':>8}"
-              f"{'base MB/s':>11}{'stage/base':>12}")
+              f"{'base MB/s':>11}{'stage/base':>12}{'cpu s':>8}{'MB/cpu-s':>10}{'base MB/cpu-s':>15}")
         for stage in args.stages.split(","):
             argv = [f"profile={args.profile}", f"out_dir={work / stage}"]
             if stage != "collect":
                 argv.append(f"in_dir={work / {'clean': 'collect', 'quality': 'clean'}[stage]}")
             files = input_files(stage, work)
             mb = sum(f.stat().st_size for f in files) / 1e6
+            c0 = cpu_seconds()
             base_s, _, _ = baseline(stage, files, work / f"{stage}.baseline")
-            t0 = time.perf_counter()
+            base_cpu = cpu_seconds() - c0
+            c0, t0 = cpu_seconds(), time.perf_counter()
             summary = run_stage(importlib.import_module(f"tasks.{stage}").STAGE, argv)
-            secs = time.perf_counter() - t0
+            secs, cpu = time.perf_counter() - t0, cpu_seconds() - c0
             print(f"{stage:<9}{summary['read']:>9}{mb:>8.1f}{secs:>8.1f}{summary['read'] / secs:>10.0f}"
-                  f"{mb / secs:>8.2f}{mb / base_s:>11.1f}{base_s / secs:>12.3f}", flush=True)
+                  f"{mb / secs:>8.2f}{mb / base_s:>11.1f}{base_s / secs:>12.3f}"
+                  f"{cpu:>8.1f}{mb / cpu:>10.2f}{mb / max(base_cpu, 1e-9):>15.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -34,10 +34,15 @@ Bring your own benchmark: one JSONL file, one item per line, and one registry li
     longform reference: the reference text; key_points: list of statements for the rubric judge
     ocr      images (required); answer: the exact transcription
 
-A line that cannot be used is quarantined with a reason (bad_json, missing_field, duplicate_id,
-empty_options, bad_options, answer_not_in_options, ambiguous_gold_option, multiple_gold_answers,
-bad_label, missing_image, unreadable_image, path_escape, missing_record), never dropped:
-read = items + quarantined.
+A line that cannot be used is quarantined with a reason (bad_json, invalid_utf8, line_too_large,
+missing_field, duplicate_id, empty_options, bad_options, answer_not_in_options, ambiguous_gold_option,
+multiple_gold_answers, bad_label, missing_image, unreadable_image, path_escape, missing_record), never
+dropped: read = items + quarantined.
+
+Memory is capped whatever the file: JSONL lines are read with a length cap (`MAX_RECORD_BYTES`, a
+longer line is skipped as it streams and quarantined as line_too_large), and a JSON file read whole
+(PubMedQA, VQA-RAD) above `MAX_FILE_BYTES`, not UTF-8, or not JSON stops the load with a
+BenchmarkError that names it.
 """
 
 from __future__ import annotations
@@ -50,7 +55,15 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tasks.common.io import PathEscapeError, safe_join
+from tasks.common.io import (
+    MAX_FILE_BYTES,
+    MAX_RECORD_BYTES,
+    InputTooLarge,
+    PathEscapeError,
+    iter_bounded_lines,
+    read_capped,
+    safe_join,
+)
 
 FAMILIES = ("mcq", "yesno", "short", "vqa", "longform", "ocr")
 KINDS = ("choice", "yesno", "open", "longform", "ocr")
@@ -310,18 +323,41 @@ class _Collector:
         return res
 
 
-def iter_jsonl_lines(path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """(line number, object, error) for every non-blank line."""
+def iter_jsonl_lines(path: Path, max_line_bytes: int = MAX_RECORD_BYTES
+                     ) -> Iterator[tuple[int, Any, Quarantine | None]]:
+    """(line number, object, why not) for every non-blank line; a line over `max_line_bytes` is
+    never held whole."""
     if not path.is_file():
         raise BenchmarkError(f"benchmark file missing: {path}")
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+        for lineno, raw, size in iter_bounded_lines(f, max_line_bytes):
+            if raw is None:
+                yield lineno, None, Quarantine("line_too_large", f"{size} bytes > {max_line_bytes}")
+                continue
             if not raw.strip():
                 continue
             try:
-                yield lineno, json.loads(raw.decode("utf-8")), None
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                yield lineno, None, f"{type(e).__name__}: {str(e)[:120]}"
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield lineno, None, Quarantine("invalid_utf8", f"{type(e).__name__}: {str(e)[:120]}")
+                continue
+            try:
+                yield lineno, json.loads(text), None
+            except json.JSONDecodeError as e:
+                yield lineno, None, Quarantine("bad_json", f"{type(e).__name__}: {str(e)[:120]}")
+
+
+def read_json_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> Any:
+    """A benchmark's JSON file read whole; BenchmarkError naming it when it is too large, not
+    UTF-8 or not JSON (a file the loader cannot read at all, unlike a bad line)."""
+    try:
+        return json.loads(read_capped(path, max_bytes).decode("utf-8"))
+    except InputTooLarge as e:
+        raise BenchmarkError(f"benchmark file too large: {e.detail}") from None
+    except UnicodeDecodeError as e:
+        raise BenchmarkError(f"benchmark file {path} is not UTF-8: {str(e)[:120]}") from None
+    except json.JSONDecodeError as e:
+        raise BenchmarkError(f"benchmark file {path} is not JSON: {e}") from None
 
 
 # ---- bundled benchmarks -----------------------------------------------------------------------
@@ -358,7 +394,7 @@ def load_answer_choices_jsonl(spec: BenchmarkSpec, data_root: Path) -> LoadResul
     for lineno, obj, err in iter_jsonl_lines(path):
         loc = f"{path.name}:{lineno}"
         if err:
-            col.bad_line("bad_json", err, loc)
+            col.bad_line(err.reason, err.detail, loc)
             continue
 
         def build(obj=obj, lineno=lineno) -> Item:
@@ -384,8 +420,8 @@ def load_pubmedqa(spec: BenchmarkSpec, data_root: Path) -> LoadResult:
     for name in ("ori_pqal.json", "test_ground_truth.json"):
         if not (d / name).is_file():
             raise BenchmarkError(f"benchmark file missing: {d / name}")
-    pqal = json.loads((d / "ori_pqal.json").read_text(encoding="utf-8"))
-    truth = json.loads((d / "test_ground_truth.json").read_text(encoding="utf-8"))
+    pqal = read_json_file(d / "ori_pqal.json")
+    truth = read_json_file(d / "test_ground_truth.json")
     col = _Collector(spec.name)
     for pmid, label in truth.items():
         def build(pmid=pmid, label=label) -> Item:
@@ -410,7 +446,7 @@ def load_vqa_rad(spec: BenchmarkSpec, data_root: Path) -> LoadResult:
     path = d / "testset.json"
     if not path.is_file():
         raise BenchmarkError(f"benchmark file missing: {path}")
-    rows = json.loads(path.read_text(encoding="utf-8"))
+    rows = read_json_file(path)
     col = _Collector(spec.name)
     for i, r in enumerate(rows):
         def build(r=r) -> Item:
@@ -434,7 +470,7 @@ def load_byo_jsonl(spec: BenchmarkSpec, data_root: Path) -> LoadResult:
     for lineno, obj, err in iter_jsonl_lines(path):
         loc = f"{path.name}:{lineno}"
         if err:
-            col.bad_line("bad_json", err, loc)
+            col.bad_line(err.reason, err.detail, loc)
             continue
         col.add(lambda obj=obj: make_item(spec.name, spec.family, obj, path.parent), loc,
                 obj.get("id") if isinstance(obj, dict) else None)

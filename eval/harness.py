@@ -72,6 +72,7 @@ class EvalConfig:
                                     #     response-cache key and the resume identity, with the URL
     endpoint_vision: bool = False   #     send images (data URLs) to the endpoint
     predictions: str = ""           # ... or a predictions JSONL ({benchmark, id, output}) to score
+    max_predictions_bytes: int = 1 << 30   # a predictions file is held whole: refused above this size
     benchmarks: list[str] = dataclasses.field(default_factory=lambda: list(BUNDLED))
     byo: dict[str, ByoConfig] = dataclasses.field(default_factory=dict)
     limit: int = 0                  # items per benchmark, seeded sample (0 = all)
@@ -190,7 +191,7 @@ def _endpoint_config(cfg: EvalConfig, llm_cfg, client) -> Iterator:
 def open_model(cfg: EvalConfig, llm_cfg=None, client=None) -> Iterator:
     """The adapter the config names (closed, and any server it started stopped, on exit)."""
     if cfg.predictions:
-        yield PredictionsModel(resolve_path(cfg.predictions))
+        yield PredictionsModel(resolve_path(cfg.predictions), max_file_bytes=cfg.max_predictions_bytes)
     elif cfg.endpoint:
         from tasks.llm.client import LOCAL
 

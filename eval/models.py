@@ -17,7 +17,10 @@
   log-likelihood: chat endpoints do not return prompt log-probabilities.
 - `PredictionsModel`: outputs produced elsewhere, one JSONL row per item
   {"benchmark", "id", "output"} (or "option_logprobs": [...] for log-likelihood mode); an item
-  without a row scores as the failure `missing_prediction`.
+  without a row scores as the failure `missing_prediction`. The rows are held in memory, so the
+  file is capped (`MAX_PREDICTIONS_BYTES`, else an AdapterError naming it) and so is each line
+  (`MAX_RECORD_BYTES`); a bad line (invalid UTF-8, not JSON, no benchmark/id, over the line cap)
+  is counted in `stats["bad_lines"]`, by reason in `stats["bad_line_reasons"]`.
 
 Device (`device`: auto | cpu | cuda, decided by `tasks.training.device.resolve`, the one device choice
 of the project): `auto` runs on the GPU in bfloat16 when torch sees one, else on the CPU in float32;
@@ -54,7 +57,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import hashlib
 import io
 import json
 from collections.abc import Sequence
@@ -67,7 +69,7 @@ from eval.templates import LoglikRequest, Prompt
 from models.checkpoint import META_FILE, CheckpointError, checkpoint_digest, read_meta
 from models.config import ARCH_PRESETS, ImageBudget
 from models.images import ImageError, load_image
-from tasks.common.io import relative_paths
+from tasks.common.io import MAX_RECORD_BYTES, file_sha256, iter_bounded_lines, relative_paths
 
 # Pixels per visual token along a side for an endpoint, whose processor eval cannot read: the
 # project's own towers' grid (patch 14 x merge 2, also Qwen2-VL's), so an endpoint serving a
@@ -521,25 +523,47 @@ class EndpointModel:
 
 
 # ---- predictions file -------------------------------------------------------------------------
+MAX_PREDICTIONS_BYTES = 1 << 30   # every row is held in memory: a few GB of Python objects at most
+
+
+def _prediction_row(raw: bytes) -> tuple[tuple[str, str] | None, dict | str]:
+    """(key, row) of one line, or (None, why the line is unusable)."""
+    try:
+        row = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "invalid_utf8"
+    except ValueError:
+        return None, "bad_json"
+    try:
+        return (str(row["benchmark"]), str(row["id"])), row
+    except (KeyError, TypeError):
+        return None, "missing_field"
+
+
 class PredictionsModel:
     vision = True      # the outputs exist already, whatever produced them
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, *, max_line_bytes: int = MAX_RECORD_BYTES,
+                 max_file_bytes: int = MAX_PREDICTIONS_BYTES):
         self.path = Path(path)
         if not self.path.is_file():
             raise AdapterError(f"predictions file missing: {self.path}")
+        size = self.path.stat().st_size
+        if size > max_file_bytes:
+            raise AdapterError(f"predictions file too large: {self.path} has {size} bytes > {max_file_bytes} "
+                               "(every row is held in memory; split the file or raise the cap)")
         self.rows: dict[tuple[str, str], dict] = {}
         self.bad_lines = 0
+        self.bad_line_reasons: dict[str, int] = {}
         self.duplicates = 0
         with open(self.path, "rb") as f:
-            for raw in f:
-                if not raw.strip():
+            for _, raw, _ in iter_bounded_lines(f, max_line_bytes):
+                if raw is not None and not raw.strip():
                     continue
-                try:
-                    row = json.loads(raw.decode("utf-8"))
-                    key = (str(row["benchmark"]), str(row["id"]))
-                except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+                key, row = (None, "line_too_large") if raw is None else _prediction_row(raw)
+                if key is None:
                     self.bad_lines += 1
+                    self.bad_line_reasons[row] = self.bad_line_reasons.get(row, 0) + 1
                     continue
                 if key in self.rows:
                     self.duplicates += 1      # the last row wins: a re-run appended a newer answer
@@ -548,9 +572,11 @@ class PredictionsModel:
         self.used: set[tuple[str, str]] = set()
         self.name = self.path.stem
         self.stats = {"bad_lines": self.bad_lines, "duplicate_rows": self.duplicates}
+        if self.bad_line_reasons:  # only when there are some: a clean file's stats are as they were
+            self.stats["bad_line_reasons"] = dict(sorted(self.bad_line_reasons.items()))
 
     def describe(self) -> dict:
-        h = hashlib.sha256(self.path.read_bytes()).hexdigest()[:16]
+        h = file_sha256(self.path)[:16]  # streamed: the file is never read whole a second time
         return {"adapter": "predictions", "path": display_path(self.path), "sha256": h}
 
     def _row(self, item: Item) -> dict | None:

@@ -1,6 +1,6 @@
 """Stage `clean`: dedup, filter, normalize, chunk, scrub PHI and decontaminate (paper §3.1).
 
-Run:   python -m tasks.clean [key=value ...]      (e.g. minhash.threshold=0.7 chunk.max_words=256)
+Run:   python -m tasks.clean [key=value ...]      (e.g. minhash.threshold=0.7 engine.workers=4)
 DVC:   dvc repro clean
 
 Reads data/collect/kept/part-*.jsonl and applies, per record in input order (see
@@ -11,13 +11,20 @@ benchmark test split and every bring-your-own benchmark listed in `decontam.byo`
 format, indexed under its name with eval's item ids; 13-gram text overlap; image sha256 and
 perceptual hash) -> sliding-window chunking.
 
+Sharded (tasks/common/engine.py): Ray workers do the per-record work of `engine.shard_records`
+records each (normalize, PHI, filters, exact-dedup key, MinHash signature, decontamination hits,
+chunks); the driver walks the prepared records in input order and takes every order-dependent
+decision (exact and near dedup against what was kept before, decontaminated or kept), so the outputs
+do not depend on the number of workers. The decontamination index is built once here and shipped to
+the workers once.
+
 Output (data/clean/): kept/part-*.jsonl (chunks of long documents carry meta.parent_id and
 chunk_index), rejected/part-*.jsonl (reason per record: too_short, symbol_ratio, digit_ratio,
 dup_line_ratio, top_ngram_ratio, dup_ngram_ratio, exact_duplicate, near_duplicate, decontaminated, or an
 upstream record error), decontamination_report.jsonl (one row per record x benchmark item hit, sorted),
 decontamination_summary.json (index stats, hits per benchmark and kind, and `benchmarks_checked`:
 items indexed and source, bundled or byo, of every benchmark checked; eval reports any other
-benchmark as not checked), summary.json.
+benchmark as not checked), summary.json; read/kept/rejected per shard go to MLflow (shards.json).
 
 Why the choices: first occurrence wins in input order and every hash is process-stable, so a
 re-run is byte-identical; the decontamination index is rebuilt from the benchmark files on each
@@ -40,7 +47,7 @@ def run(cfg: CleanConfig, ctx: StageContext) -> StageResult:
     except FileNotFoundError as e:
         raise SystemExit(f"clean: {e}") from None
     sink = ctx.sink(cfg.shard_size)
-    extra, rsummary = clean_corpus(cfg, shards, sink, ctx.out, index=bench_index)
+    extra, rsummary = clean_corpus(cfg, shards, sink, ctx.out, index=bench_index, engine=ctx.engine)
     index = rsummary["index"]
     checked = rsummary["benchmarks_checked"]
     metrics = {
@@ -60,7 +67,7 @@ def run(cfg: CleanConfig, ctx: StageContext) -> StageResult:
                        artifacts=[(REPORT, "decontamination"), (REPORT_SUMMARY, "decontamination")])
 
 
-STAGE = Stage("clean", CleanConfig, run)
+STAGE = Stage("clean", CleanConfig, run, sharded=True)
 
 if __name__ == "__main__":
     main(STAGE)

@@ -1,6 +1,6 @@
 """Stage `collect`: read every training source into one record schema (paper §3.1).
 
-Run:   python -m tasks.collect [key=value ...]      (e.g. max_records_per_source=50)
+Run:   python -m tasks.collect [key=value ...]      (e.g. max_records_per_source=50 engine.workers=4)
 DVC:   dvc repro collect
 
 Sources (params.yaml `collect.sources`, paths relative to `data_root`): MedQuAD XML (one
@@ -11,7 +11,8 @@ fields), and optional record-schema JSONL. Benchmark test splits are never read 
 
 Output (data/collect/): kept/part-*.jsonl, rejected/part-*.jsonl (each with a reason),
 images/<sha[:2]>/<sha>.<ext> stored once by content hash, sources.json (provenance), and
-summary.json. Why the choices: records keep source-native ids in `meta` so later stages can
+summary.json. Per-source shard accounting (the unit the Ray workers run) goes to MLflow
+(shards.json); `engine.workers`, `engine.address` (tasks/common/engine.py) change how, never what, it writes. Why the choices: records keep source-native ids in `meta` so later stages can
 join back to gold annotations; XML goes through defusedxml so a hostile file cannot expand
 entities or fetch anything; a bad file or line is quarantined, never fatal, so one broken
 input cannot stop a corpus build, while a missing or checksum-mismatched source stops the
@@ -30,15 +31,16 @@ def run(cfg: CollectConfig, ctx: StageContext) -> StageResult:
     sink = ctx.sink(cfg.shard_size)
     images = ImageStore(ctx.out / "images", f"{cfg.out_dir}/images", cfg.max_image_pixels)
     try:
-        per_source = collect(cfg, sink, images)
+        per_source, shards = collect(cfg, sink, images, ctx.engine)
     except SourceError as e:
         raise SystemExit(f"collect: {e}") from None
     return StageResult(
-        summary={"images_stored": images.stored, "images_reused": images.reused, "per_source": per_source},
+        summary={"images_stored": images.stored, "images_reused": images.reused, "per_source": per_source,
+                 "shards": shards},
         metrics={f"{name}.{k}": v for name, c in per_source.items() for k, v in c.items()})
 
 
-STAGE = Stage("collect", CollectConfig, run)
+STAGE = Stage("collect", CollectConfig, run, sharded=True)
 
 if __name__ == "__main__":
     main(STAGE)

@@ -2,6 +2,7 @@
 (paper §3.2.1, Stage 1 batch extraction and Stage 2 joint extraction + typing).
 
 Run:   python -m tasks.entities [key=value ...]     (e.g. profile=tiny extractor=llm llm.base_url=local)
+       python -m tasks.entities engine.workers=4    (the CRF's corpus extraction on 4 Ray workers)
 DVC:   dvc repro entities
 
 What: reads the quality stage's kept records (`<in_dir>/kept`), splits each text into sentences and
@@ -18,6 +19,10 @@ extracts typed entity mentions with one of two extractors behind one interface (
   `llm_extract.max_docs` documents; its type names are mapped onto the eight by `type_aliases`. Replies
   go through the one parse/repair loop (tasks/llm/ask.py): unparseable replies get one repair turn,
   then are recorded; a document keeps the entities of its parsed sentences.
+With `extractor: local` the corpus extraction is sharded (tasks/common/engine.py): Ray workers run
+the trained CRF on `engine.shard_records` documents each, the driver aggregates in input order, so
+the outputs do not depend on the number of workers; the LLM path runs in the driver (its requests
+batch sentences across documents, and the endpoint is one server).
 Mentions are aggregated by normalized text into the entity table (majority type, every type's count,
 `alt_types`), then the paper's filters run: entities seen < `min_entity_count` times, then types with
 < `min_type_entities` entities.
@@ -41,8 +46,8 @@ types, alt_types, count, doc_count; sorted by -count, norm), rejected/part-*.jso
 could not be processed), rejected_entities/part-*.jsonl (entities filtered out: rare_entity,
 rare_type, empty, too_long; the entity as the rejection's record), extraction_eval.json,
 type_review_sample.jsonl, llm_failures.jsonl, crf_model.crfsuite, summary.json (read == kept +
-rejected in documents, entity-level counts, types, mentions per type that the dictionary holds with
-the same type / another type / not at all).
+rejected in documents (per shard: MLflow shards.json); entity-level counts, types, mentions per type that
+the dictionary holds with the same type / another type / not at all).
 
 What of the LLM is a DVC output: when `extractor: llm`, the LLM's extraction is the stage's result, so
 its mentions, failures (llm_failures.jsonl: every failed sentence with the raw replies, corpus and
@@ -79,7 +84,7 @@ def run(cfg: EntitiesConfig, ctx: StageContext) -> StageResult:
     except FileNotFoundError as e:
         raise SystemExit(f"entities: {e}") from None
     sink = ctx.sink(cfg.shard_size, kept="mentions")      # kept documents with their entities
-    res = extract_entities(cfg, ctx.out, sink, ctx.client, shards)
+    res = extract_entities(cfg, ctx.out, sink, ctx.client, shards, ctx.engine)
     if res.comparison is not None:          # machine-dependent: MLflow, never data/entities
         with tempfile.TemporaryDirectory() as tmp:
             for path in write_comparison(Path(tmp), res.comparison):
@@ -93,7 +98,7 @@ def run(cfg: EntitiesConfig, ctx: StageContext) -> StageResult:
                        artifacts=["extraction_eval.json", "entities.jsonl", "llm_failures.jsonl", MODEL_FILE])
 
 
-STAGE = Stage("entities", EntitiesConfig, run, uses_llm=lambda cfg: cfg.uses_llm)
+STAGE = Stage("entities", EntitiesConfig, run, uses_llm=lambda cfg: cfg.uses_llm, sharded=True)
 
 if __name__ == "__main__":
     main(STAGE)

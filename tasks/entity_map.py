@@ -2,6 +2,7 @@
 (paper §3.2.2 "Aho-Corasick mapping" and §3.2.3 "Quantitative Evaluation of Knowledge Coverage").
 
 Run:   python -m tasks.entity_map [key=value ...]   (e.g. temperature=0.7 amcs.max_terms=2000 amcs.enabled=false)
+       python -m tasks.entity_map engine.workers=4  (the scan on 4 Ray workers, outputs unchanged)
 DVC:   dvc repro entity_map
 
 What:
@@ -35,7 +36,8 @@ What:
 Accounting: the unit is the corpus document. Every valid document is kept -- a document without
 entity hits is still training data and appears in the manifest with weight 1 -- so only
 input lines that are not valid records are rejected (bad_json, invalid_utf8, missing_field, ...);
-docs_without_hits is reported beside read == kept + rejected. summary.json holds the counts, and
+docs_without_hits is reported beside read == kept + rejected (and per scan shard in MLflow's shards.json: the
+scan runs on Ray workers, tasks/common/engine.py). summary.json holds the counts, and
 `stop_keys`: per tree entity the stop keys restrict (norm, name, node, frequency), the upper-case
 hits kept and the lower/title-case hits suppressed.
 Logic: tasks/mapping/run.py (map_corpus).
@@ -59,12 +61,12 @@ ARTIFACTS = ("amcs.md", "amcs.json", "long_tail.png", "sparse_domains.json", "ba
 
 
 def run(cfg: EntityMapConfig, ctx: StageContext) -> StageResult:
-    res = map_corpus(cfg, ctx.out, ctx.sink(cfg.shard_size, kept="doc_hits"))
+    res = map_corpus(cfg, ctx.out, ctx.sink(cfg.shard_size, kept="doc_hits"), ctx.engine)
     return StageResult(summary=res.summary, metrics=res.metrics, line=res.line,
                        artifacts=[(name, "entity_map") for name in ARTIFACTS])
 
 
-STAGE = Stage("entity_map", EntityMapConfig, run)
+STAGE = Stage("entity_map", EntityMapConfig, run, sharded=True)
 
 if __name__ == "__main__":
     main(STAGE)

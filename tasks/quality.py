@@ -1,7 +1,7 @@
 """Stage `quality`: model-based quality filtering with a self-bootstrapped fastText classifier
 (paper §3.1, stage 3 of the cleaning pipeline).
 
-Run:   python -m tasks.quality [key=value ...]    (e.g. profile=tiny verifier=llm llm.base_url=local)
+Run:   python -m tasks.quality [key=value ...]    (e.g. profile=tiny verifier=llm llm.base_url=local engine.workers=4)
 DVC:   dvc repro quality
 
 What: reads the clean stage's kept records (`<in_dir>/kept`) and its rule-rejected texts
@@ -11,7 +11,11 @@ until hold-out accuracy >= target_accuracy or max_rounds), then scores every kep
 threshold is kept with `meta.quality_score`, else rejected as `low_quality` with the score.
 Image records with little text pass through unscored (`quality_score: null`).
 
-Output (out_dir): kept/, rejected/, summary.json, rounds.json (per-round hold-out accuracy,
+The bootstrap runs in the driver; scoring every kept record is split into shards run by Ray
+workers (tasks/common/engine.py; `engine.workers`, `engine.address`), decisions taken in input
+order, so the outputs do not depend on the number of workers.
+
+Output (out_dir): kept/, rejected/, summary.json (per-shard counts: MLflow shards.json), rounds.json (per-round hold-out accuracy,
 precision, recall, classifier/verifier agreement), verifier_failures.json, quality_model.bin.
 Each round's metrics are logged to MLflow at step=round.
 
@@ -37,12 +41,13 @@ from tasks.corpus.quality.run import QualityConfig, quality_filter
 
 def run(cfg: QualityConfig, ctx: StageContext) -> StageResult:
     sink = ctx.sink(cfg.shard_size)
-    extra = quality_filter(cfg, sink, client=ctx.client, on_round=lambda r, m: ctx.log_metrics(m, step=r))
+    extra = quality_filter(cfg, sink, client=ctx.client, on_round=lambda r, m: ctx.log_metrics(m, step=r),
+                           engine=ctx.engine)
     return StageResult(summary=extra, artifacts=["rounds.json", "verifier_failures.json", "quality_model.bin",
                                                  "real_holdout.json", "review_sample.jsonl"])
 
 
-STAGE = Stage("quality", QualityConfig, run, uses_llm=lambda cfg: cfg.verifier == "llm")
+STAGE = Stage("quality", QualityConfig, run, uses_llm=lambda cfg: cfg.verifier == "llm", sharded=True)
 
 if __name__ == "__main__":
     main(STAGE)

@@ -1,25 +1,33 @@
 """End to end on the tiny profile, for real, with two full pipeline runs in one project copy:
 
-1. the Airflow DAG (`dag.test()`): one task per dvc.yaml stage, each `dvc repro --single-item`,
-   under one MLflow parent run tagged with the DAG run id;
+1. the services (`python -m tasks.services start`: embedded PostgreSQL, the MLflow tracking server,
+   Airflow's scheduler, DAG processor and API server with a LocalExecutor) and the DAG triggered
+   through Airflow's REST API: one task per dvc.yaml stage, each `dvc repro --single-item`, sibling
+   stages at the same time, under one MLflow parent run tagged with the DAG run id, read back from
+   the tracking server over HTTP. On the way one stage process (`cpt`) is killed mid-run; Airflow's
+   retry finishes it;
 2. `python -m tasks.pipeline run` again: a DVC no-op that keeps no empty parent run;
 3. `python -m tasks.pipeline run --force` in a copy of the project in another folder: every stage
-   re-runs and every output hash equals the DAG run's (determinism, and no output depends on where
-   the checkout lives), under a second parent run; no output holds either folder's absolute path;
-4. `dvc status` after an edit of one KG module names `kg`, not the entity stages upstream of it.
+   re-runs and every output hash equals the scheduler run's (determinism, the killed-and-retried stage
+   included, and no output depends on where the checkout lives); no output holds either folder's
+   absolute path;
+4. `dvc status` after an edit of one KG module names `kg`, not the entity stages upstream of it;
+5. last, a stage that fails (its source data gone) leaves the DAG run failed and the MLflow parent
+   FAILED; the services are stopped at the end.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
 from project_copy import PROJECT, make_project_copy, project_env, run_in
+from scheduler import DAG_ID, Services, overlapping_pairs, wait_killing
 
+from tasks.common.tracking import latest_attempts
 from tasks.pipeline import expand_stages, read_stage_graph, task_id
 
 # the whole tiny pipeline runs in the first test's setup and again in the forced re-run: more than the
@@ -28,33 +36,31 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
 STAGES = list(read_stage_graph(PROJECT / "dvc.yaml"))
 OUT_DIRS = {name: spec["outs"][0] for name, spec in expand_stages(PROJECT / "dvc.yaml").items()}
-
-RUNNER = textwrap.dedent("""
-    import json, importlib.util, sys
-    spec = importlib.util.spec_from_file_location("dag_mod", sys.argv[1])
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
-    dr = mod.dag.test()
-    print("RESULT " + json.dumps({"state": str(dr.state), "run_id": dr.run_id,
-          "tasks": {ti.task_id: str(ti.state) for ti in dr.get_task_instances()}}))
-""")
-
-
-def airflow_env(root: Path, home: Path) -> dict:
-    return project_env(root, AIRFLOW_HOME=str(home), AIRFLOW__CORE__LOAD_EXAMPLES="False",
-                       AIRFLOW__CORE__DAGS_FOLDER=str(root / "dags"),
-                       AIRFLOW__CORE__UNIT_TEST_MODE="False", MEDX_STAGE_RETRIES="0")
+KILLED_STAGE = "cpt"      # a training stage: killed 5 s into its run, retried from scratch
 
 
 @pytest.fixture(scope="module")
-def dag_run(tmp_path_factory) -> tuple[Path, dict]:
+def services(tmp_path_factory):
     base = tmp_path_factory.mktemp("e2e")
     root = make_project_copy(base / "project")
-    env = airflow_env(root, base / "airflow")
-    run_in(root, "airflow", "db", "migrate", env=env)
-    proc = run_in(root, "python", "-c", RUNNER, str(root / "dags" / "medxiaohe_pipeline.py"), env=env,
-                  timeout=2400)
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    return root, json.loads(line[len("RESULT "):])
+    svc = Services(root, base / "services", stage_retries=1, retry_delay_s=5, parallelism=2)
+    info = svc.start()
+    assert all(info["running"].values()), info
+    yield svc
+    stopped = svc.stop()
+    assert all(stopped.values()), stopped
+
+
+@pytest.fixture(scope="module")
+def dag_run(services) -> tuple[Path, dict]:
+    api = services.api()
+    api.wait_for_dag(DAG_ID, timeout_s=300)
+    run_id = api.trigger(DAG_ID)
+    run, killed_at = wait_killing(api, run_id, services.root, KILLED_STAGE, after_s=5, timeout_s=3000)
+    tis = api.task_instances(DAG_ID, run_id)
+    return services.root, {"state": run["state"], "run_id": run_id, "killed_at": killed_at,
+                           "tasks": {ti["task_id"]: ti["state"] for ti in tis}, "task_instances": tis,
+                           "tries": api.task_tries(DAG_ID, run_id, task_id(KILLED_STAGE))}
 
 
 @pytest.fixture(scope="module")
@@ -67,24 +73,43 @@ def out_hashes(root: Path) -> dict:
     return {s: [o["md5"] for o in lock[s]["outs"]] for s in lock}
 
 
-def mlflow_runs(root: Path):
+def mlflow_runs(tracking_uri: str):
     import mlflow
 
-    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    client = mlflow.MlflowClient(tracking_uri)
     exp = client.get_experiment_by_name("medxiaohe-pipeline")
-    return client, client.search_runs([exp.experiment_id])
+    return client, (client.search_runs([exp.experiment_id]) if exp else [])
+
+
+def sqlite_store(root: Path) -> str:
+    """The store the project's CLI runs log to (project_env): the copy's own mlflow.db."""
+    return f"sqlite:///{root / 'mlflow.db'}"
 
 
 def parent_runs(runs) -> list:
     return [r for r in runs if r.data.tags.get("kind") == "pipeline"]
 
 
-def test_the_dag_ran_every_stage(dag_run):
+def test_the_scheduler_ran_every_stage_with_siblings_at_once(dag_run):
     root, result = dag_run
-    assert result["state"].endswith("success"), result
-    assert all(s.endswith("success") for s in result["tasks"].values()), result["tasks"]
+    assert result["state"] == "success", result["tasks"]
+    assert all(s == "success" for s in result["tasks"].values()), result["tasks"]
     assert sorted(t for t in result["tasks"] if not t.endswith("_parent_run")) == sorted(map(task_id, STAGES))
     assert sorted(out_hashes(root)) == sorted(STAGES)  # DVC stayed authoritative: it wrote the lock
+    # the LocalExecutor ran independent stages side by side (e.g. base_model beside the entity stages)
+    graph = read_stage_graph(PROJECT / "dvc.yaml")
+    upstream_of = {task_id(s): {task_id(u) for u in ups} for s, ups in graph.items()}
+    siblings = [(a, b) for a, b in overlapping_pairs(result["task_instances"])
+                if a not in upstream_of.get(b, ()) and b not in upstream_of.get(a, ())]
+    assert siblings, "no two stage tasks overlapped in time"
+
+
+def test_a_killed_stage_is_retried_by_the_scheduler(dag_run):
+    _, result = dag_run
+    assert result["killed_at"] is not None, f"{KILLED_STAGE} was never seen running"
+    tries = sorted(result["tries"], key=lambda t: t["try_number"])
+    assert [t["state"] for t in tries] == ["failed", "success"], tries
+    # identical outputs to an uninterrupted run: test_forced_rerun_elsewhere_reproduces_every_output
 
 
 # Stages that turn records into records account for each one; the model and evaluation stages
@@ -106,15 +131,23 @@ def test_every_stage_accounts_for_every_record(tiny_project: Path):
     assert all(c["read"] <= 150 for c in collect["per_source"].values())  # the tiny profile's cap
 
 
-def test_mlflow_has_one_parent_with_a_child_per_stage(dag_run):
+def test_the_tracking_server_has_one_parent_with_a_child_per_stage(dag_run, services):
     tiny_project, result = dag_run
-    client, runs = mlflow_runs(tiny_project)
+    assert services.mlflow_url.startswith("http://127.0.0.1:")
+    client, runs = mlflow_runs(services.mlflow_url)          # over HTTP, as an analyst's browser reads it
     parents = parent_runs(runs)
     assert len(parents) == 1
     parent = parents[0]
     assert parent.info.status == "FINISHED"
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.data.tags["stage"] for r in children) == sorted(STAGES)
+    attempts = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    latest = latest_attempts(attempts)
+    children = list(latest.values())
+    assert sorted(latest) == sorted(STAGES)
+    # the killed attempt's run could not close itself; the DAG's closing task marked it KILLED
+    earlier = [r for r in attempts if latest[r.data.tags["stage"]] is not r]
+    # (5 s into the stage its run exists; a kill before it opened would leave no earlier attempt)
+    assert {(r.data.tags["stage"], r.info.status) for r in earlier} <= {(KILLED_STAGE, "KILLED")}, earlier
+    assert client.get_run(parent.info.run_id).info.artifact_uri.startswith("mlflow-artifacts:")
     lock = yaml.safe_load((tiny_project / "dvc.lock").read_text())["stages"]
     for r in [*children, parent]:
         assert r.data.tags["airflow_dag_run_id"] == result["run_id"]
@@ -187,8 +220,8 @@ def test_second_run_is_a_dvc_noop(tiny_project: Path):
     # no wall-clock limit here: on a loaded machine a no-op run took 45 s; speed belongs in bench/
     assert "Data and pipelines are up to date" in proc.stdout + proc.stderr
     assert out_hashes(tiny_project) == before
-    _, runs = mlflow_runs(tiny_project)
-    assert len(parent_runs(runs)) == 1  # no empty parent kept
+    _, runs = mlflow_runs(sqlite_store(tiny_project))
+    assert parent_runs(runs) == []  # no empty parent kept
 
 
 @pytest.fixture(scope="module")
@@ -203,8 +236,8 @@ def test_forced_rerun_elsewhere_reproduces_every_output(tiny_project: Path, relo
     first = out_hashes(tiny_project)
     run_in(relocated, "python", "-m", "tasks.pipeline", "run", "--force", timeout=2400)
     assert out_hashes(relocated) == first
-    _, runs = mlflow_runs(relocated)
-    assert len(parent_runs(runs)) == 2  # the forced run has its own parent
+    _, runs = mlflow_runs(sqlite_store(relocated))
+    assert len(parent_runs(runs)) == 1  # the forced run has its own parent
 
 
 def test_no_output_holds_an_absolute_checkout_path(tiny_project: Path, relocated: Path):
@@ -336,3 +369,29 @@ def test_review_queue_round_trip_through_the_stage(tiny_project: Path, tmp_path:
     before = json.loads((tiny_project / "data/sft_data/summary.json").read_text())["review_queue"]
     after = json.loads((out / "summary.json").read_text())["review_queue"]
     assert after["awaiting_review"] == before["awaiting_review"] - len(verdicts)
+
+
+def test_a_failed_stage_fails_the_dag_run_and_the_mlflow_parent(dag_run, services, tmp_path: Path):
+    """Last in the module (it changes the copy's params, then puts them back): with its source data
+    gone, `collect` fails on every try; the DAG run ends failed, the parent run FAILED."""
+    root, first = dag_run
+    params_path = root / "params.yaml"
+    original = params_path.read_text()
+    empty = tmp_path / "no_data"
+    empty.mkdir()
+    try:
+        params_path.write_text(yaml.safe_dump({**yaml.safe_load(original), "data_root": str(empty)}, sort_keys=False))
+        api = services.api()
+        run_id = api.trigger(DAG_ID)
+        run = api.wait(DAG_ID, run_id, timeout_s=900)
+        states = {ti["task_id"]: ti["state"] for ti in api.task_instances(DAG_ID, run_id)}
+        collect_tries = api.task_tries(DAG_ID, run_id, task_id("collect"))
+    finally:
+        params_path.write_text(original)
+    assert run["state"] == "failed", states
+    assert states["collect"] == "failed" and len(collect_tries) == 2, collect_tries   # retried, then failed
+    assert states["clean"] == "upstream_failed" and states["close_parent_run"] == "failed", states
+    client, runs = mlflow_runs(services.mlflow_url)
+    parent = next(r for r in parent_runs(runs) if r.data.tags.get("airflow_dag_run_id") == run_id)
+    assert parent.info.status == "FAILED"
+    assert first["run_id"] != run_id

@@ -5,6 +5,10 @@ stage's section, merges the active profile's overrides (`profiles.<profile>.<sta
 command-line overrides (`key=value` or `a.b=value`, values parsed as YAML), and builds the
 dataclass. Unknown keys and wrong types fail loudly with the offending key named: a typo in
 params.yaml must not silently fall back to a default.
+
+Top-level sections shared by many stages are read the same way, with their own prefix on the
+command line: `llm.key=value` for the `llm:` section, `engine.key=value` for `engine:` (how the
+data stages run their shards: tasks/common/engine.py).
 """
 
 from __future__ import annotations
@@ -164,17 +168,26 @@ def resolve(path: str) -> Path:
     return p if p.is_absolute() else project_root() / p
 
 
+def split_section_overrides(argv: Sequence[str], section: str) -> tuple[list[str], list[str]]:
+    """Split `key=value` overrides into (the rest, `<section>.*` overrides without the prefix).
+
+    `profile=...` goes to both so the section gets the same profile as the stage.
+    """
+    prefix = f"{section}."
+    rest, own = [], []
+    for item in argv:
+        if item.startswith(prefix):
+            own.append(item[len(prefix):])
+        else:
+            rest.append(item)
+            if item.startswith("profile="):
+                own.append(item)
+    return rest, own
+
+
 def split_llm_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """Split `key=value` overrides into (stage overrides, llm overrides without the `llm.` prefix).
 
     `profile=...` goes to both so the llm section gets the same profile as the stage.
     """
-    stage, llm = [], []
-    for item in argv:
-        if item.startswith("llm."):
-            llm.append(item[len("llm."):])
-        else:
-            stage.append(item)
-            if item.startswith("profile="):
-                llm.append(item)
-    return stage, llm
+    return split_section_overrides(argv, "llm")

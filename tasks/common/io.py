@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from tasks.common.records import RecordError, rejection, validate_record
 
@@ -70,6 +70,10 @@ def atomic_output_dir(final: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary directory that replaces `final` only if the block succeeds."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    # a killed earlier attempt (SIGKILL, a lost worker) could not clean up after itself; one stage
+    # writes one output folder at a time (DVC locks it), so its leftovers go now
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
     try:
         yield tmp
@@ -81,18 +85,79 @@ def atomic_output_dir(final: str | os.PathLike) -> Iterator[Path]:
     os.replace(tmp, final)
 
 
-def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[dict | None, dict | None]]:
+# ---- read caps ---------------------------------------------------------------------------------
+# Peak memory must not grow with the input: every reader holds at most about one cap's worth of
+# input at a time. A line or record over its cap is read and dropped in blocks as it streams and
+# quarantined with a reason; a file over its cap is refused before it is parsed. The collect stage
+# takes its values from params.yaml `collect`; these are the defaults.
+MAX_RECORD_BYTES = 64 << 20      # one JSONL line, one PubTator block, one MEDLINE citation
+MAX_FILE_BYTES = 256 << 20       # a file parsed whole: JSON manifest, XML document, DICOM, image, .npz array
+MAX_INFLATED_BYTES = 8 << 30     # a streamed file after decompression (bounds time; memory is per record)
+_SKIP_BLOCK = 1 << 20            # an over-cap line is skipped this many bytes at a time
+
+
+class InputTooLarge(Exception):
+    """An input over its read cap. Not a ValueError, so `except ValueError` (bad JSON) never
+    swallows it; `reason` is the quarantine reason."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def read_capped(path: str | os.PathLike, max_bytes: int) -> bytes:
+    """A file's bytes, or InputTooLarge when it holds more than `max_bytes` (checked before reading,
+    and again while reading, for files whose size the file system does not know)."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            raise InputTooLarge("file_too_large", f"{path}: {size} bytes > {max_bytes}")
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise InputTooLarge("file_too_large", f"{path}: more than {max_bytes} bytes")
+    return data
+
+
+def iter_bounded_lines(f: BinaryIO, max_bytes: int) -> Iterator[tuple[int, bytes | None, int]]:
+    """(line number, line, size in bytes) for each line of binary file `f`, newline included.
+
+    `line` is None when the line is longer than `max_bytes` (newline not counted): its bytes are
+    read and dropped in blocks, so a single huge line never sits in memory whole.
+    """
+    lineno = 0
+    while True:
+        raw = f.readline(max_bytes + 1)
+        if not raw:
+            return
+        lineno += 1
+        if len(raw) <= max_bytes or raw.endswith(b"\n"):
+            yield lineno, raw, len(raw)
+            continue
+        size = len(raw)
+        while True:
+            rest = f.readline(_SKIP_BLOCK)
+            size += len(rest)
+            if not rest or rest.endswith(b"\n"):
+                break
+        yield lineno, None, size
+
+
+def iter_jsonl(path: str | os.PathLike, max_line_bytes: int = MAX_RECORD_BYTES
+               ) -> Iterator[tuple[dict | None, dict | None]]:
     """Yield (obj, None) for each good line, (None, rejection) for each bad one.
 
-    Bad lines (invalid UTF-8, invalid JSON) are quarantined with the file and line number;
-    blank lines are skipped since they carry no record.
+    Bad lines (invalid UTF-8, invalid JSON, longer than `max_line_bytes`) are quarantined with the
+    file and line number; blank lines are skipped since they carry no record.
     """
     path = Path(path)
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+        for lineno, raw, size in iter_bounded_lines(f, max_line_bytes):
+            loc = f"{path}:{lineno}"
+            if raw is None:
+                yield None, rejection("line_too_large", f"{size} bytes > {max_line_bytes}", locator=loc)
+                continue
             if not raw.strip():
                 continue
-            loc = f"{path}:{lineno}"
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -191,10 +256,11 @@ def head_jsonl(path: str | os.PathLike, n: int) -> list[dict]:
     return out
 
 
-def iter_records(paths: list[Path]) -> Iterator[tuple[dict | None, dict | None]]:
+def iter_records(paths: list[Path], max_line_bytes: int = MAX_RECORD_BYTES
+                 ) -> Iterator[tuple[dict | None, dict | None]]:
     """Yield validated records from JSONL shards; invalid ones come back as rejections."""
     for path in paths:
-        for obj, rej in iter_jsonl(path):
+        for obj, rej in iter_jsonl(path, max_line_bytes):
             if rej is not None:
                 yield None, rej
                 continue

@@ -10,7 +10,9 @@ Every module `tasks/<stage>.py` declares
 and `main` owns everything that is not the stage's own logic, in this order:
 
 1. config: `params.yaml` section + `profiles.<profile>.<stage>` + `key=value` overrides into the
-   typed config (unknown keys fail); `llm.*` overrides go to the `llm:` section;
+   typed config (unknown keys fail); `llm.*` overrides go to the `llm:` section, `engine.*`
+   overrides to the `engine:` section (`ctx.engine`: how a sharded stage runs its shards, which
+   never changes what it writes, so it is not part of the stage's own section);
 2. the LLM client's life cycle when `uses_llm(cfg)` is true (the embedded server is started for
    the stage's duration and stopped after it), its params logged without the key;
 3. the MLflow child run (`tasks.common.tracking.stage_run`);
@@ -37,7 +39,15 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, TypeVar
 
-from tasks.common.config import load_params, load_stage_config, project_root, resolve, split_llm_overrides
+from tasks.common.config import (
+    load_params,
+    load_stage_config,
+    project_root,
+    resolve,
+    split_llm_overrides,
+    split_section_overrides,
+)
+from tasks.common.engine import EngineConfig
 from tasks.common.io import (
     StageSink,
     atomic_output_dir,
@@ -81,6 +91,7 @@ class StageContext:
     tracker: Any = None                   # tasks.common.tracking.StageTracker (None off rank 0)
     data_root: Path | None = None        # locators under it are written as ${data_root}/...
     llm_argv: list[str] = dataclasses.field(default_factory=list)  # the `llm.*` overrides given
+    engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)  # params.yaml `engine:`
     _sink: StageSink | None = None
 
     def sink(self, shard_size: int = 50_000, kept: str | None = "kept") -> StageSink:
@@ -115,6 +126,7 @@ class Stage(Generic[C]):
     out_dir: Callable[[C], str] = lambda cfg: cfg.out_dir
     run_name: Callable[[C], str] | None = None    # the MLflow run name (eval@<checkpoint>)
     distributed: bool = False                     # every rank runs `run`; rank 0 alone writes and logs
+    sharded: bool = False                         # runs its shards through ctx.engine (engine params logged)
     section: str = ""
 
     def __post_init__(self):
@@ -159,7 +171,9 @@ def main(stage: Stage[C], argv: list[str] | None = None) -> dict:
     """Run `stage` with `argv` overrides (default: the command line); returns the summary."""
     argv = list(sys.argv[1:] if argv is None else argv)
     stage_argv, _ = split_llm_overrides(argv)
+    stage_argv, engine_argv = split_section_overrides(stage_argv, "engine")
     cfg, profile = load_stage_config(stage.section, stage.config, stage_argv)
+    engine, _ = load_stage_config("engine", EngineConfig, engine_argv)
     name = stage.run_name(cfg) if stage.run_name else stage.name
     if stage.distributed and rank() != 0:
         result = stage.run(cfg, StageContext(name, profile, None))
@@ -175,9 +189,11 @@ def main(stage: Stage[C], argv: list[str] | None = None) -> dict:
         tracker = stack.enter_context(stage_run(name, cfg, profile))
         if llm_params:
             tracker.mlflow.log_params(llm_params)
+        if stage.sharded:
+            tracker.mlflow.log_params({f"engine.{k}": v for k, v in dataclasses.asdict(engine).items()})
         out = stack.enter_context(atomic_output_dir(resolve(stage.out_dir(cfg))))
         ctx = StageContext(name, profile, out, client, tracker, data_root_of(cfg),
-                           [a for a in argv if a.startswith("llm.") or a.startswith("profile=")])
+                           [a for a in argv if a.startswith("llm.") or a.startswith("profile=")], engine)
         result = stage.run(cfg, ctx)
         summary = _finish(ctx, result)
         if result.tags:
@@ -193,6 +209,10 @@ def _finish(ctx: StageContext, result: StageResult) -> dict:
     """Close the sink or check the accounting, write summary.json, log everything to MLflow."""
     tracker, out = ctx.tracker, ctx.out
     summary = ctx.relative(without_wall_clock(result.summary))
+    # Per-shard accounting describes how the run was split (engine.shard_records, a source per
+    # worker), not the outputs: it is checked where it is counted (engine.ShardLedger) and goes to
+    # MLflow (shards.json), so outputs and dvc.lock do not depend on the execution layout.
+    shards = summary.pop("shards", None)
     if ctx._sink is not None:
         summary = ctx._sink.close(**summary)       # writes summary.json; raises on broken accounting
         kept_sample, rejected_sample = ctx._sink.kept_sample, ctx._sink.rejected_sample
@@ -212,6 +232,8 @@ def _finish(ctx: StageContext, result: StageResult) -> dict:
                         numeric=numeric_leaves({k: v for k, v in summary.items() if k != "rejected_by_reason"}))
     if result.metrics:
         tracker.log_metrics(result.metrics)
+    if shards is not None:
+        tracker.log_shards(shards)
     for path, folder in _artifacts(result.artifacts):
         if (out / path).exists():
             tracker.log_artifact(out / path, folder)

@@ -45,8 +45,12 @@ def _mlflow():
     mlflow.set_tracking_uri(tracking_uri())
     exp = mlflow.get_experiment_by_name(EXPERIMENT)
     if exp is None:
-        artifacts = os.environ.get("MEDX_MLFLOW_ARTIFACTS") or (project_root() / "mlartifacts").as_uri()
-        mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts)
+        if tracking_uri().startswith(("http://", "https://")):
+            # a tracking server decides where artifacts live (its artifact root, proxied over HTTP)
+            mlflow.create_experiment(EXPERIMENT)
+        else:
+            artifacts = os.environ.get("MEDX_MLFLOW_ARTIFACTS") or (project_root() / "mlartifacts").as_uri()
+            mlflow.create_experiment(EXPERIMENT, artifact_location=artifacts)
     mlflow.set_experiment(EXPERIMENT)
     return mlflow
 
@@ -104,8 +108,24 @@ def child_runs(parent_run_id: str) -> list:
         filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
 
 
+def latest_attempts(runs: list) -> dict[str, Any]:
+    """Per stage, its latest child run: a stage task retried by the scheduler leaves one run per attempt."""
+    latest: dict[str, Any] = {}
+    for r in sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id)):
+        latest[r.data.tags.get("stage", r.info.run_id)] = r
+    return latest
+
+
 def child_runs_failed(parent_run_id: str) -> bool:
-    return any(r.info.status != "FINISHED" for r in child_runs(parent_run_id))
+    """True when a stage's latest attempt did not finish. Earlier attempts of a retried stage that were
+    killed (still RUNNING: a killed process cannot close its run) are marked KILLED here."""
+    runs = child_runs(parent_run_id)
+    latest = latest_attempts(runs)
+    client = _mlflow().MlflowClient()
+    for r in runs:
+        if r.info.status == "RUNNING" and latest.get(r.data.tags.get("stage", r.info.run_id)) is not r:
+            client.set_terminated(r.info.run_id, status="KILLED")
+    return any(r.info.status != "FINISHED" for r in latest.values())
 
 
 def tag_lock_hashes(parent_run_id: str) -> int:
@@ -163,6 +183,14 @@ class StageTracker:
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         self.mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+    def log_shards(self, rows: list[dict]) -> None:
+        """Per-shard read/kept/rejected of a sharded stage: shards.json and the shard count."""
+        self.log_metrics({"shards": len(rows)})
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "shards.json"
+            path.write_text(json.dumps(rows, indent=2, sort_keys=True))
+            self.mlflow.log_artifact(str(path))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self.mlflow.log_artifact(str(path), artifact_path)

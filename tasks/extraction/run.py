@@ -2,8 +2,9 @@
 
 `extract_entities` trains the CRF on the gold PubTator train splits, scores it (and, side by side, the
 LLM path) on the gold test splits, extracts every corpus document with the chosen extractor into the
-stage's sink (documents are the unit: `mentions/` kept, `rejected/`), aggregates the entity table and
-filters it (`rejected_entities/`). When the LLM is only the side-by-side comparison (`extractor: local`
+stage's sink (documents are the unit: `mentions/` kept, `rejected/`; the CRF's per-document extraction
+runs sharded in Ray workers, tasks/common/engine.py, and its results are aggregated here in input
+order), aggregates the entity table and filters it (`rejected_entities/`). When the LLM is only the side-by-side comparison (`extractor: local`
 with `eval.llm_docs > 0`), its scores, replies and failures come back in `EntitiesResult.comparison`
 instead of being written: they depend on the endpoint (llama.cpp answers differently from machine to
 machine), so they must not be part of the stage's DVC outputs.
@@ -11,15 +12,27 @@ machine), so they must not be part of the stage's DVC outputs.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import hashlib
 import random
+import shutil
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Literal
 
 from tasks.common.config import resolve
-from tasks.common.io import StageSink, iter_records, shard_paths, write_json, write_jsonl
+from tasks.common.engine import (
+    EngineConfig,
+    Shard,
+    check_shard_accounting,
+    iter_shard_records,
+    map_shards,
+    plan_jsonl_shards,
+)
+from tasks.common.io import StageSink, shard_paths, write_json, write_jsonl
 from tasks.common.records import rejection
 from tasks.extraction.common import DocResult, mention
 from tasks.extraction.entity_table import EntityRejections, EntityTable
@@ -121,71 +134,139 @@ def input_shards(cfg: EntitiesConfig) -> list[Path]:
     return shards
 
 
+@dataclasses.dataclass(frozen=True)
+class CrfShared:
+    """What an extraction worker needs: the trained model's bytes (shipped once through the object
+    store) and how the extractor was built."""
+    model_bytes: bytes
+    params: CRFParams
+    max_sentence_chars: int
+    max_entity_chars: int
+
+
+_CRFS: dict[str, CRFExtractor] = {}   # per worker process: model sha256 -> loaded extractor
+
+
+def load_shared_crf(shared: CrfShared) -> CRFExtractor:
+    """The CRF from its bytes, loaded once per process; the model file lives in a temporary
+    directory removed when the process exits (crfsuite reads its model from a file)."""
+    key = hashlib.sha256(shared.model_bytes).hexdigest()
+    if key not in _CRFS:
+        tmp = Path(tempfile.mkdtemp(prefix="crf-"))
+        atexit.register(shutil.rmtree, tmp, True)
+        path = tmp / MODEL_FILE
+        path.write_bytes(shared.model_bytes)
+        _CRFS.clear()
+        _CRFS[key] = CRFExtractor.load(path, params=shared.params, max_sentence_chars=shared.max_sentence_chars,
+                                       max_entity_chars=shared.max_entity_chars)
+    return _CRFS[key]
+
+
+def extract_shard(shard: Shard, shared: CrfShared) -> list[tuple[dict | None, dict | None, DocResult | None]]:
+    """The engine's map function: (record, upstream rejection, the CRF's DocResult) for every input
+    of one shard, in order (the CRF extracts each document on its own, so shards change nothing)."""
+    items = list(iter_shard_records(shard))
+    docs = [rec for rec, rej in items if rej is None]
+    results = iter(load_shared_crf(shared).extract([(r["id"], r["text"]) for r in docs]))
+    return [(rec, rej, None if rej is not None else next(results)) for rec, rej in items]
+
+
 def process_corpus(cfg: EntitiesConfig, shards: list[Path], extractor, sink: StageSink,
                    rejected_entities: EntityRejections, table: EntityTable, failures: list[dict],
-                   review: ReviewSample | None = None, dictionary: dict[str, str] | None = None) -> dict:
-    """Extract every input document into `sink` and `table`; returns document/mention counts.
+                   review: ReviewSample | None = None, dictionary: dict[str, str] | None = None,
+                   engine: EngineConfig | None = None) -> tuple[dict, list[dict]]:
+    """Extract every input document into `sink` and `table`; returns (document/mention counts,
+    per-shard accounting).
+
+    The CRF (`extractor.name == "local"`) runs in the engine's workers, one shard of
+    `engine.shard_records` documents each, its results taken here in input order. The LLM path
+    stays in this process: its requests batch sentences across `doc_chunk` documents, and the
+    endpoint is one server.
 
     A document some of whose sentences failed (LLM path) keeps the entities of the sentences that
     were parsed, with `failed_sentences` on its line; the failures are recorded with their raw
     replies. Only a document none of whose sentences could be done is rejected (extraction_failed).
     `dictionary` (term -> type) counts how many mentions of each type the typed vocabulary holds,
     with the same or another type, and how many it does not (the extractor generalising)."""
+    engine = engine or EngineConfig(workers=1)
     counts: Counter = Counter()
     cap = cfg.corpus_cap
-    pending: list[dict] = []
     type_map = cfg.type_map() if cfg.extractor == "llm" else {}
+    plan = plan_jsonl_shards(shards, engine.shard_records, limit=cap)
+    if plan.truncated:
+        counts["stopped_at_cap"] = cap
+    rows = [{"shard": s.index, "read": 0, "kept": 0, "rejected": 0} for s in plan.shards]
 
-    def flush() -> None:
-        results = extractor.extract([(r["id"], r["text"]) for r in pending])
-        for rec, res in zip(pending, results):
-            counts["sentences"] += res.sentences
-            if res.failures:
-                failures.extend({"phase": "corpus", **f} for f in res.failures)
-                counts["sentences_failed"] += len(res.failures)
-                if len(res.failures) >= res.sentences:
-                    rej = rejection("extraction_failed",
-                                    f"{len(res.failures)} of {res.sentences} sentences failed", record=rec)
-                    rej["failures"] = res.failures
-                    sink.reject(rej)
-                    continue
-                counts["docs_partially_extracted"] += 1
-            if type_map:
-                for m in res.entities:
-                    m["type"] = type_map.get(m["type"].lower(), m["type"])
-            line = {"doc_id": rec["id"], "source": rec["source"], "entities": res.entities}
-            if res.failures:
-                line["failed_sentences"] = len(res.failures)
-            sink.keep(line)
-            table.add_document(res.entities)
-            counts["mentions"] += len(res.entities)
-            counts["mentions_unlocated"] += sum(m["start"] is None for m in res.entities)
-            counts["docs_without_text"] += not rec["text"].strip()
-            counts["docs_with_entities"] += bool(res.entities)
+    def record(rec: dict, res: DocResult, row: dict) -> None:
+        counts["sentences"] += res.sentences
+        if res.failures:
+            failures.extend({"phase": "corpus", **f} for f in res.failures)
+            counts["sentences_failed"] += len(res.failures)
+            if len(res.failures) >= res.sentences:
+                rej = rejection("extraction_failed",
+                                f"{len(res.failures)} of {res.sentences} sentences failed", record=rec)
+                rej["failures"] = res.failures
+                sink.reject(rej)
+                row["rejected"] += 1
+                return
+            counts["docs_partially_extracted"] += 1
+        if type_map:
             for m in res.entities:
-                if review is not None:
-                    review.add(rec["id"], rec["text"], m)
-                if dictionary is not None:
-                    d = dictionary.get(m["norm"])
-                    counts[f"vocab.{m['type']}.{'same' if d == m['type'] else 'other' if d else 'absent'}"] += 1
-            for r in res.rejected:
-                rejected_entities.add({**r, "doc_id": rec["id"], "source": rec["source"]})
-        pending.clear()
+                m["type"] = type_map.get(m["type"].lower(), m["type"])
+        line = {"doc_id": rec["id"], "source": rec["source"], "entities": res.entities}
+        if res.failures:
+            line["failed_sentences"] = len(res.failures)
+        sink.keep(line)
+        row["kept"] += 1
+        table.add_document(res.entities)
+        counts["mentions"] += len(res.entities)
+        counts["mentions_unlocated"] += sum(m["start"] is None for m in res.entities)
+        counts["docs_without_text"] += not rec["text"].strip()
+        counts["docs_with_entities"] += bool(res.entities)
+        for m in res.entities:
+            if review is not None:
+                review.add(rec["id"], rec["text"], m)
+            if dictionary is not None:
+                d = dictionary.get(m["norm"])
+                counts[f"vocab.{m['type']}.{'same' if d == m['type'] else 'other' if d else 'absent'}"] += 1
+        for r in res.rejected:
+            rejected_entities.add({**r, "doc_id": rec["id"], "source": rec["source"]})
 
-    for rec, rej in iter_records(shards):
-        if cap and sink.read >= cap:
-            counts["stopped_at_cap"] = cap
-            break
+    def read(rec: dict | None, rej: dict | None, row: dict) -> bool:
+        """Count one input; reject it if it is not a record. True when it is a document."""
         sink.count_read(1, len((rec or {}).get("text", "").encode("utf-8", "surrogatepass")))
+        row["read"] += 1
         if rej is not None:
             sink.reject(rej)
-            continue
-        pending.append(rec)
-        if len(pending) >= cfg.doc_chunk:
+            row["rejected"] += 1
+        return rej is None
+
+    if isinstance(extractor, CRFExtractor):
+        shared = CrfShared(extractor.model_path.read_bytes(), extractor.params, extractor.max_sentence_chars,
+                           extractor.max_entity_chars)
+        for row, items in zip(rows, map_shards(extract_shard, plan.shards, cfg=engine, shared=shared)):
+            for rec, rej, res in items:
+                if read(rec, rej, row):
+                    record(rec, res, row)
+    else:
+        pending: list[tuple[dict, dict]] = []
+
+        def flush() -> None:
+            results = extractor.extract([(r["id"], r["text"]) for r, _ in pending])
+            for (rec, row), res in zip(pending, results):
+                record(rec, res, row)
+            pending.clear()
+
+        for shard, row in zip(plan.shards, rows):
+            for rec, rej in iter_shard_records(shard):
+                if read(rec, rej, row):
+                    pending.append((rec, row))
+                    if len(pending) >= cfg.doc_chunk:
+                        flush()
+        if pending:
             flush()
-    if pending:
-        flush()
-    return dict(sorted(counts.items()))
+    check_shard_accounting(rows, sink.read, sink.kept_inputs, sink.rejected.count)
+    return dict(sorted(counts.items())), rows
 
 
 def evaluate(cfg: EntitiesConfig, crf: CRFExtractor, llm: LLMExtractor | None, test_docs: list,
@@ -245,7 +326,7 @@ def training_data(cfg: EntitiesConfig, shards: list[Path], test_docs: list
 
 
 def extract_entities(cfg: EntitiesConfig, out: Path, sink: StageSink, client=None,
-                     shards: list[Path] | None = None) -> EntitiesResult:
+                     shards: list[Path] | None = None, engine: EngineConfig | None = None) -> EntitiesResult:
     """Everything the stage writes into `out` (module docstring); `client` is needed when cfg.uses_llm."""
     shards = input_shards(cfg) if shards is None else shards
     if cfg.uses_llm and client is None:
@@ -292,8 +373,8 @@ def extract_entities(cfg: EntitiesConfig, out: Path, sink: StageSink, client=Non
     failures = [] if side_by_side else eval_failures
     review = ReviewSample(cfg.review, cfg.seed, dictionary or {})
     t0 = time.perf_counter()
-    counts = process_corpus(cfg, shards, llm if cfg.extractor == "llm" else crf, sink, rejected_entities,
-                            table, failures, review, dictionary)
+    counts, shard_rows = process_corpus(cfg, shards, llm if cfg.extractor == "llm" else crf, sink,
+                                        rejected_entities, table, failures, review, dictionary, engine)
     extract_seconds = time.perf_counter() - t0
     sample = review.rows()
     write_jsonl(out / "type_review_sample.jsonl", sample)
@@ -327,6 +408,7 @@ def extract_entities(cfg: EntitiesConfig, out: Path, sink: StageSink, client=Non
         "eval_micro_f1": {k: report[k]["micro"]["f1"] for k in ("local", "llm", "local_on_llm_sample", "dictionary")
                           if k in report},
         "review_sample": dict(sorted(Counter(r["type"] for r in sample).items())),
+        "shards": shard_rows,
     }
     if vocab_counts:
         summary["mentions_vs_dictionary"] = vocab_counts

@@ -1,5 +1,9 @@
 """The `entity_map` stage's config and logic: scan, frequencies, long tail, balancing, sparse domains,
-AMCS (no DVC, no MLflow: see tasks/entity_map.py)."""
+AMCS (no DVC, no MLflow: see tasks/entity_map.py).
+
+The scan is sharded (tasks/common/engine.py): the automaton is built once here and shipped once to
+the Ray workers, each scans `engine.shard_records` documents, and the counts, the doc hits and the
+abbreviation-only hit counters are gathered here in input order."""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 from tasks.common.config import resolve
-from tasks.common.io import StageSink, iter_records, shard_paths, write_json, write_jsonl
+from tasks.common.engine import EngineConfig, Shard, ShardLedger, iter_shard_records, map_shards, plan_jsonl_shards
+from tasks.common.io import StageSink, shard_paths, write_json, write_jsonl
 from tasks.mapping.automaton import EntityMatcher, stop_key_report, tree_entries
 from tasks.mapping.balance import distribution_stats, doc_weights, long_tail_plot, sparse_domains
 from tasks.tree.model import load_tree
@@ -53,8 +58,45 @@ class EntityMapConfig:
     amcs: AmcsConfig = dataclasses.field(default_factory=AmcsConfig)
 
 
-def scan_corpus(matcher: EntityMatcher, shards, sink: StageSink, tree) -> dict:
-    """One pass: doc hits to the sink, entity + node counts, per-doc entity counts."""
+@dataclasses.dataclass
+class ShardScan:
+    """One shard scanned: per input (doc id, source, text bytes, hits) or the upstream rejection, in
+    order; the abbreviation-only hits kept/suppressed meanwhile; the scan's seconds."""
+    items: list[tuple[str, str, int, list[dict]] | dict]
+    abbreviation_kept: list[int]
+    abbreviation_suppressed: list[int]
+    scan_s: float
+
+
+def scan_shard(shard: Shard, matcher: EntityMatcher) -> ShardScan:
+    """The engine's map function: every input of one shard through the automaton. The matcher's
+    hit counters are handed back as this shard's counts and restored, so a matcher shared by many
+    shards in one process counts nothing twice."""
+    kept0, suppressed0 = list(matcher.abbreviation_kept), list(matcher.abbreviation_suppressed)
+    items: list = []
+    scan_s = 0.0
+    for rec, rej in iter_shard_records(shard):
+        if rej is not None:
+            items.append(rej)
+            continue
+        text = rec["text"]
+        t0 = time.perf_counter()
+        raw = matcher.scan(text)
+        scan_s += time.perf_counter() - t0
+        items.append((rec["id"], rec["source"], len(text.encode("utf-8")),
+                      [{"norm": p[0], "node": p[1], "start": s, "end": e} for s, e, p in raw]))
+    kept = [a - b for a, b in zip(matcher.abbreviation_kept, kept0)]
+    suppressed = [a - b for a, b in zip(matcher.abbreviation_suppressed, suppressed0)]
+    matcher.abbreviation_kept[:], matcher.abbreviation_suppressed[:] = kept0, suppressed0
+    return ShardScan(items, kept, suppressed, scan_s)
+
+
+def scan_corpus(matcher: EntityMatcher, shards, sink: StageSink, tree,
+                engine: EngineConfig | None = None) -> dict:
+    """One pass: doc hits to the sink, entity + node counts, per-doc entity counts, per-shard
+    accounting. The automaton runs in the engine's workers (the matcher shipped once), one shard
+    of `engine.shard_records` documents each; everything is counted here in input order."""
+    engine = engine or EngineConfig(workers=1)
     ent_mentions: Counter = Counter()
     ent_docs: Counter = Counter()
     node_mentions: Counter = Counter()
@@ -63,38 +105,42 @@ def scan_corpus(matcher: EntityMatcher, shards, sink: StageSink, tree) -> dict:
     anc_cache: dict[str, list[str]] = {}
     text_bytes = hits_total = no_hit = 0
     scan_s = 0.0
-    for rec, rej in iter_records(shards):
-        sink.count_read(1)
-        if rej is not None:
-            sink.reject(rej)
-            continue
-        text = rec["text"]
-        text_bytes += len(text.encode("utf-8"))
-        t0 = time.perf_counter()
-        raw = matcher.scan(text)
-        scan_s += time.perf_counter() - t0
-        hits = [{"norm": p[0], "node": p[1], "start": s, "end": e} for s, e, p in raw]
-        counts: Counter = Counter(h["norm"] for h in hits)
-        nodes_of_doc: set[str] = set()
-        for h in hits:
-            nid = h["node"]
-            chain = anc_cache.get(nid)
-            if chain is None:
-                chain = anc_cache[nid] = [*tree.ancestors(nid), nid]
-            for a in chain:
-                node_mentions[a] += 1
-            nodes_of_doc.update(chain)
-        for a in nodes_of_doc:
-            node_docs[a] += 1
-        ent_mentions.update(counts)
-        ent_docs.update(counts.keys())
-        hits_total += len(hits)
-        no_hit += not hits
-        docs.append((rec["id"], dict(counts)))
-        sink.keep({"doc_id": rec["id"], "source": rec["source"], "hits": hits})
+    plan = plan_jsonl_shards(shards, engine.shard_records)
+    ledger = ShardLedger(sink)
+    for shard, scanned in zip(plan.shards, map_shards(scan_shard, plan.shards, cfg=engine, shared=matcher)):
+        for i, (k, s) in enumerate(zip(scanned.abbreviation_kept, scanned.abbreviation_suppressed)):
+            matcher.abbreviation_kept[i] += k
+            matcher.abbreviation_suppressed[i] += s
+        scan_s += scanned.scan_s
+        with ledger.shard(shard.index):
+            for item in scanned.items:
+                sink.count_read(1)
+                if isinstance(item, dict):
+                    sink.reject(item)
+                    continue
+                doc_id, source, nbytes, hits = item
+                text_bytes += nbytes
+                counts: Counter = Counter(h["norm"] for h in hits)
+                nodes_of_doc: set[str] = set()
+                for h in hits:
+                    nid = h["node"]
+                    chain = anc_cache.get(nid)
+                    if chain is None:
+                        chain = anc_cache[nid] = [*tree.ancestors(nid), nid]
+                    for a in chain:
+                        node_mentions[a] += 1
+                    nodes_of_doc.update(chain)
+                for a in nodes_of_doc:
+                    node_docs[a] += 1
+                ent_mentions.update(counts)
+                ent_docs.update(counts.keys())
+                hits_total += len(hits)
+                no_hit += not hits
+                docs.append((doc_id, dict(counts)))
+                sink.keep({"doc_id": doc_id, "source": source, "hits": hits})
     return {"ent_mentions": ent_mentions, "ent_docs": ent_docs, "node_mentions": node_mentions,
             "node_docs": node_docs, "docs": docs, "text_bytes": text_bytes, "hits": hits_total,
-            "docs_without_hits": no_hit, "scan_s": scan_s}
+            "docs_without_hits": no_hit, "scan_s": scan_s, "shards": ledger.rows()}
 
 
 def _sample(terms: list[str], n: int, seed: int) -> list[str]:
@@ -171,7 +217,7 @@ class MapResult:
     line: str                        # what the stage prints when it ends
 
 
-def map_corpus(cfg: EntityMapConfig, out: Path, sink: StageSink) -> MapResult:
+def map_corpus(cfg: EntityMapConfig, out: Path, sink: StageSink, engine: EngineConfig | None = None) -> MapResult:
     """Every output of the stage into `out` but summary.json; one doc_hits line per valid document
     through `sink` (the unit of accounting is the corpus document)."""
     t_start = time.perf_counter()
@@ -184,7 +230,7 @@ def map_corpus(cfg: EntityMapConfig, out: Path, sink: StageSink) -> MapResult:
     build_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    sc = scan_corpus(matcher, shards, sink, tree)
+    sc = scan_corpus(matcher, shards, sink, tree, engine)
     pass_s = time.perf_counter() - t0
 
     # frequencies
@@ -237,7 +283,7 @@ def map_corpus(cfg: EntityMapConfig, out: Path, sink: StageSink) -> MapResult:
         entropy_norm_after=balance["after"]["entropy_norm"],
         amcs={r["target"]: {"forward": r["forward"], "backward": r["backward"], "size": r["size"],
                             "independent": r["independent"]} for r in amcs_rows},
-        amcs_independent_mean=amcs_mean)
+        amcs_independent_mean=amcs_mean, shards=sc["shards"])
     # MB/s from the scan timings (the runner's throughput would divide by the AMCS time too)
     timings = {"automaton_build_s": build_s, "scan_pass_s": pass_s, "scan_only_s": sc["scan_s"],
                "scan_mb_per_s": sc["text_bytes"] / 1e6 / max(sc["scan_s"], 1e-9),

@@ -73,3 +73,15 @@ def test_relative_paths_cover_a_data_root_given_relative_to_the_project(tmp_path
            "c": 7}
     assert relative_paths(obj, prefixes) == {"a": "${data_root}/x.xml#3",
                                              "b": ["${data_root}/y.json", "data/out/z.jsonl:2"], "c": 7}
+
+
+def test_atomic_output_dir_sweeps_what_a_killed_attempt_left(tmp_path):
+    final = tmp_path / "stage"
+    leftover = tmp_path / ".stage.tmp-killed1"          # a SIGKILLed attempt could not remove it
+    (leftover / "kept").mkdir(parents=True)
+    other = tmp_path / ".stage2.tmp-running"             # another stage's folder is not this one's
+    other.mkdir()
+    with atomic_output_dir(final) as d:
+        (d / "summary.json").write_text("{}")
+    assert not leftover.exists() and other.is_dir()
+    assert (final / "summary.json").read_text() == "{}"

@@ -54,6 +54,8 @@ from tasks.corpus.clean.normalize import normalize_text
 
 _TOKEN = re.compile(r"\w+")
 _MULT = np.uint64(0x100000001B3)  # odd 64-bit multiplier (FNV prime) for the rolling hash
+_FILTER_BITS = 24                  # 2 MiB of bits; ~450k indexed n-grams set ~3% of them
+_FILTER_MASK = np.uint64((1 << _FILTER_BITS) - 1)
 _JSONL_BENCHMARKS = (  # (name, relative path, id field or None -> "<subject>:<line>")
     ("medqa", "medqa/medqa_input.jsonl", "id"),
     ("medmcqa", "medmcqa/medmcqa_input.jsonl", "id"),
@@ -78,14 +80,12 @@ class TokenHasher:
         cache = self._cache
         vals = list(map(cache.get, tokens))  # C-level loop; misses come back as None
         if None in vals:
-            for i, v in enumerate(vals):
-                if v is None:
-                    t = tokens[i]
-                    v = cache.get(t)
-                    if v is None:
-                        v = cache[t] = int.from_bytes(
-                            hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "little")
-                    vals[i] = v
+            # Hash only the new distinct tokens (a set difference, in C), then look every token up
+            # again: a Python loop over all of a document's tokens whenever one is new cost more
+            # than the rest of the n-gram check.
+            for t in set(tokens).difference(cache):
+                cache[t] = int.from_bytes(hashlib.blake2b(t.encode("utf-8"), digest_size=8).digest(), "little")
+            vals = list(map(cache.__getitem__, tokens))
         return np.array(vals, dtype=np.uint64)
 
     def ngram_hashes(self, tokens: list[str], n: int) -> np.ndarray:
@@ -136,6 +136,13 @@ class BenchmarkIndex:
     _phash: np.ndarray = field(default_factory=lambda: np.empty(0, np.uint64), repr=False)
     _phash_item: list[int] = field(default_factory=list, repr=False)
     _hasher: TokenHasher = field(default_factory=TokenHasher, repr=False)
+    # A bit per value of a hash's low _FILTER_BITS bits, set for every indexed n-gram: a document's
+    # n-grams are looked up in `_hashes` only where their bit is set (none for most documents),
+    # which spares a binary search per n-gram. Built on first use (`_ngram_filter`).
+    _filter: np.ndarray | None = field(default=None, repr=False)
+    # (sha256, path) -> phash of the corpus images already hashed: records share images (VQA-RAD
+    # asks several questions about one image) and the phash is a function of the file's bytes.
+    _phash_cache: dict[tuple[str, str], int] = field(default_factory=dict, repr=False)
 
     # ---- building -------------------------------------------------------------------------
     @classmethod
@@ -200,6 +207,7 @@ class BenchmarkIndex:
         common = uniq[counts > self.max_items_per_ngram]
         keep = ~np.isin(hashes, common)
         self._hashes, self._item_of = hashes[keep], item_of[keep]
+        self._filter = None
         self.stats.update({
             "text_items": dict(sorted(per_bench.items())),
             "text_items_too_short": dict(sorted(short.items())),
@@ -237,18 +245,29 @@ class BenchmarkIndex:
         h = self._hasher.ngram_hashes(toks, self.ngram)
         if not len(h):
             return []
-        pos = np.searchsorted(self._hashes, h)
+        low = h & _FILTER_MASK
+        cand = np.flatnonzero((self._ngram_filter()[low >> 3] >> (low & 7).astype(np.uint8)) & 1)
+        if not len(cand):
+            return []
+        hc = h[cand]
+        pos = np.searchsorted(self._hashes, hc)
         pos_c = np.minimum(pos, len(self._hashes) - 1)
-        matched = np.flatnonzero(self._hashes[pos_c] == h)
+        found = self._hashes[pos_c] == hc
         hits: dict[int, Hit] = {}
-        for p in matched.tolist():
-            lo = int(pos[p])
+        for p, lo in zip(cand[found].tolist(), pos[found].tolist()):  # ascending n-gram position
             hi = int(np.searchsorted(self._hashes, h[p], side="right"))
             for item in self._item_of[lo:hi].tolist():
                 if item not in hits:
                     bench, item_id = self.items[item]
                     hits[item] = Hit(bench, item_id, "text", " ".join(toks[p:p + self.ngram]))
         return [hits[k] for k in sorted(hits)]
+
+    def _ngram_filter(self) -> np.ndarray:
+        if self._filter is None:
+            bits = np.zeros(1 << _FILTER_BITS, dtype=bool)
+            bits[self._hashes & _FILTER_MASK] = True
+            self._filter = np.packbits(bits, bitorder="little")
+        return self._filter
 
     def check_image(self, sha256: str, path: str | Path | None = None) -> list[Hit]:
         """Hits for an image: exact sha256 match, else phash within the distance (if readable).
@@ -261,7 +280,11 @@ class BenchmarkIndex:
             return [Hit(*self.items[i], "image_sha256", sha256) for i in exact]
         if path is None or not len(self._phash):
             return []
-        p = np.uint64(phash_int(path))
+        key = (sha256, str(path))
+        value = self._phash_cache.get(key)
+        if value is None:  # unreadable files raise here every time, so each one is counted
+            value = self._phash_cache[key] = phash_int(path)
+        p = np.uint64(value)
         dist = np.bitwise_count(self._phash ^ p)
         return [Hit(*self.items[self._phash_item[j]], "image_phash", f"phash_distance={int(dist[j])}")
                 for j in np.flatnonzero(dist <= self.phash_max_distance).tolist()]

@@ -1,10 +1,14 @@
 """The `clean` chain: normalize -> PHI scrub -> rule filters -> exact dedup -> near dedup ->
 decontamination -> chunking, over a stream of records.
 
-`clean_corpus` is what the stage (tasks/clean.py) runs: the collect stage's shards through
-`clean_records`, plus the decontamination report files. `clean_records` only needs an iterable of
-(record, rejection) pairs and a StageSink, so tests run it on in-memory records. Every input
-is counted once and ends either kept (possibly as several chunks) or rejected with a reason.
+`clean_corpus` is what the stage (tasks/clean.py) runs: the collect stage's part files cut into
+shards, each shard's records through `Preparer` (the per-record work: normalize, PHI, filters,
+dedup keys and MinHash signatures, decontamination hits, chunks) in the engine's workers
+(tasks/common/engine.py), then every prepared record in input order through `Decider` (exact and
+near dedup, the decontamination decision, kept or rejected) here, plus the decontamination report
+files. `clean_records` runs both parts in this process over an iterable of (record, rejection)
+pairs, so tests run it on in-memory records. Every input is counted once and ends either kept
+(possibly as several chunks) or rejected with a reason.
 
 Order matters and is chosen by cost and by meaning: normalization first so every hash and rule
 sees canonical text; PHI scrubbing before anything is stored or indexed; cheap rules before the
@@ -21,16 +25,17 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal
 
 from eval.benchmarks import byo_spec
 from tasks.common.config import resolve
-from tasks.common.io import dumps, iter_records, shard_paths, write_json, write_jsonl
+from tasks.common.engine import EngineConfig, Shard, ShardLedger, iter_shard_records, map_shards, plan_jsonl_shards
+from tasks.common.io import dumps, shard_paths, write_json, write_jsonl
 from tasks.common.records import rejection
 from tasks.corpus.clean import filters
 from tasks.corpus.clean.chunking import chunk_record
 from tasks.corpus.clean.decontam import BUNDLED, BenchmarkIndex, Hit
-from tasks.corpus.clean.dedup import ExactDedup, NearDedup
+from tasks.corpus.clean.dedup import NearDedup, exact_key
 from tasks.corpus.clean.normalize import normalize_text
 from tasks.corpus.clean.phi import KINDS as PHI_KINDS
 from tasks.corpus.clean.phi import scrub_phi
@@ -130,109 +135,187 @@ def _report_row(rec: dict, hit: Hit) -> dict:
             "benchmark_item": hit.item, "kind": hit.kind, "evidence": hit.evidence}
 
 
-def clean_records(pairs: Iterable[tuple[dict | None, dict | None]], sink, cfg: CleanConfig, *,
-                  index: BenchmarkIndex | None = None) -> tuple[dict, list[dict]]:
-    """Run the chain over `pairs` (from io.iter_records) into `sink`.
+@dataclass(slots=True)
+class Prepared:
+    """One input after the per-record work (a worker's part): everything the driver's ordered
+    decisions (dedup, decontamination, kept or rejected) need, nothing they decide."""
+    rec: dict | None
+    upstream: dict | None = None          # the upstream rejection of a bad line / invalid record
+    nbytes: int = 0
+    phi: dict | None = None
+    filtered: dict | None = None          # the rule filters' rejection
+    exact_key: bytes = b""
+    minhash: Any = None                   # RMinHash of a document (None: structured or no shingles)
+    structured: bool = False
+    hits: list[Hit] = field(default_factory=list)
+    text_hit: bool = False
+    image_hit: bool = False
+    images_unreadable: int = 0
+    chunks: list[dict] = field(default_factory=list)
 
-    Returns (extra summary counts, decontamination report rows). `index` defaults to one built
-    from cfg (tests pass a prebuilt one to avoid rebuilding it).
-    """
-    index = index if index is not None else build_index(cfg)
-    fparams_by_source: dict[str, filters.FilterParams] = {}
-    exact = ExactDedup()
-    near = NearDedup(cfg.minhash.threshold, cfg.minhash.num_perm, cfg.minhash.shingle_words,
-                     seed=cfg.seed, num_bands=cfg.minhash.num_bands)
-    phi_total: Counter = Counter()
-    records_with_phi = chunks_written = records_chunked = images_unreadable = 0
-    image_hits_kept = 0
-    decontam_records: Counter = Counter()   # benchmark -> rejected (or flagged) records
-    report: list[dict] = []
 
-    for rec, rej in pairs:
-        if rej is not None:  # a bad line or invalid record upstream: count and quarantine it
-            sink.count_read()
-            sink.reject(rej)
-            continue
-        sink.count_read(1, len(rec["text"].encode("utf-8")))
+class Preparer:
+    """The per-record part of the chain: normalize -> PHI -> rule filters -> dedup keys (exact key,
+    MinHash) -> decontamination hits -> chunks. Pure: the same input gives the same Prepared in any
+    process, so it runs in the engine's workers."""
 
+    def __init__(self, cfg: CleanConfig, index: BenchmarkIndex):
+        self.cfg, self.index = cfg, index
+        self.fparams_by_source: dict[str, filters.FilterParams] = {}
+        self.signer = NearDedup(cfg.minhash.threshold, cfg.minhash.num_perm, cfg.minhash.shingle_words,
+                                seed=cfg.seed, num_bands=cfg.minhash.num_bands)
+
+    def __call__(self, rec: dict | None, rej: dict | None) -> Prepared:
+        if rej is not None:
+            return Prepared(None, upstream=rej)
+        cfg, index = self.cfg, self.index
+        p = Prepared(rec, nbytes=len(rec["text"].encode("utf-8")))
         text = normalize_text(rec["text"])
-        text, phi = scrub_phi(text)
-        if phi:
-            phi_total.update(phi)
-            records_with_phi += 1
+        text, p.phi = scrub_phi(text)
         images = rec["images"]
-
-        fparams = fparams_by_source.get(rec["source"])
+        fparams = self.fparams_by_source.get(rec["source"])
         if fparams is None:
-            fparams = fparams_by_source[rec["source"]] = cfg.filter_params(rec["source"])
+            fparams = self.fparams_by_source[rec["source"]] = cfg.filter_params(rec["source"])
         # Structured records (an image, or attributes only: DICOM headers whose pixels could not
         # be decoded) are judged by that content, not by the length of their text.
         attributes = rec["meta"].get("attributes")
-        structured = bool(images) or bool(attributes)
-        reason = filters.check(text, fparams, has_images=structured)
+        p.structured = bool(images) or bool(attributes)
+        reason = filters.check(text, fparams, has_images=p.structured)
         if reason:
-            sink.reject(rejection(reason, filters.explain(text, reason, fparams), record=rec))
-            continue
-
+            p.filtered = rejection(reason, filters.explain(text, reason, fparams), record=rec)
+            return p
         content_keys = [img["sha256"] for img in images] or ([dumps(attributes)] if attributes else [])
-        first = exact.check_add(rec["id"], text, content_keys)
-        if first is not None:
-            sink.reject(rejection("exact_duplicate", f"duplicate of {first}", record=rec))
-            continue
+        p.exact_key = exact_key(text, content_keys)
         # Near dedup is for documents; the short text of a structured record is not one.
-        if not structured:
-            dup = near.check_add(rec["id"], text)
-            if dup is not None:
-                sink.reject(rejection("near_duplicate",
-                                      f"near-duplicate of {dup[0]} (estimated Jaccard {dup[1]:.3f})",
-                                      record=rec))
-                continue
-
+        if not p.structured:
+            p.minhash = self.signer.minhash(text)
         text_hits = index.check_text(text, normalized=True)
         image_hits: list[Hit] = []
         for img in images:
             try:
                 image_hits += index.check_image(img["sha256"], resolve(img["path"]))
             except (OSError, ValueError):
-                images_unreadable += 1  # sha256 was still checked; only the phash is missing
-        hits = text_hits + image_hits
-        report.extend(_report_row(rec, h) for h in hits)
+                p.images_unreadable += 1  # sha256 was still checked; only the phash is missing
+        p.hits, p.text_hit, p.image_hit = text_hits + image_hits, bool(text_hits), bool(image_hits)
+        cleaned = {**rec, "text": text}
+        if p.phi:
+            cleaned["meta"] = {**rec["meta"], "phi_scrubbed": dict(sorted(p.phi.items()))}
+        p.chunks = chunk_record(cleaned, cfg.chunk.max_words, cfg.chunk.overlap_words)
+        return p
+
+
+class PresignedNearDedup(NearDedup):
+    """NearDedup fed signatures computed elsewhere (by the workers): `check_add` asks `minhash`
+    for the signature, which returns the one handed over with `check_add_signed`."""
+
+    _signature: Any = None
+
+    def minhash(self, text: str):
+        return self._signature
+
+    def check_add_signed(self, record_id: str, signature) -> tuple[str, float] | None:
+        self._signature = signature
+        try:
+            return self.check_add(record_id, "")
+        finally:
+            self._signature = None
+
+
+class Decider:
+    """The ordered part of the chain, in the driver: exact and near dedup (first occurrence in
+    input order wins), the decontamination decision, kept or rejected into the sink, the report."""
+
+    def __init__(self, cfg: CleanConfig, sink):
+        self.cfg, self.sink = cfg, sink
+        self.exact_first: dict[bytes, str] = {}
+        self.near = PresignedNearDedup(cfg.minhash.threshold, cfg.minhash.num_perm, cfg.minhash.shingle_words,
+                                       seed=cfg.seed, num_bands=cfg.minhash.num_bands)
+        self.phi_total: Counter = Counter()
+        self.records_with_phi = self.chunks_written = self.records_chunked = self.images_unreadable = 0
+        self.image_hits_kept = 0
+        self.decontam_records: Counter = Counter()   # benchmark -> rejected (or flagged) records
+        self.report: list[dict] = []
+
+    def add(self, p: Prepared) -> None:
+        sink, rec = self.sink, p.rec
+        if p.upstream is not None:  # a bad line or invalid record upstream: count and quarantine it
+            sink.count_read()
+            sink.reject(p.upstream)
+            return
+        sink.count_read(1, p.nbytes)
+        if p.phi:
+            self.phi_total.update(p.phi)
+            self.records_with_phi += 1
+        if p.filtered is not None:
+            sink.reject(p.filtered)
+            return
+        first = self.exact_first.get(p.exact_key)
+        if first is not None:
+            sink.reject(rejection("exact_duplicate", f"duplicate of {first}", record=rec))
+            return
+        self.exact_first[p.exact_key] = rec["id"]
+        if not p.structured:
+            dup = self.near.check_add_signed(rec["id"], p.minhash)
+            if dup is not None:
+                sink.reject(rejection("near_duplicate",
+                                      f"near-duplicate of {dup[0]} (estimated Jaccard {dup[1]:.3f})",
+                                      record=rec))
+                return
+        self.images_unreadable += p.images_unreadable
+        hits = p.hits
+        self.report.extend(_report_row(rec, h) for h in hits)
         for bench in sorted({h.benchmark for h in hits}):
-            decontam_records[bench] += 1
-        if text_hits or (image_hits and cfg.decontam.image_action == "reject"):
+            self.decontam_records[bench] += 1
+        if p.text_hit or (p.image_hit and self.cfg.decontam.image_action == "reject"):
             first_hit = hits[0]
             sink.reject(rejection(
                 "decontaminated",
                 f"{len(hits)} benchmark hit(s), first {first_hit.benchmark}/{first_hit.item} "
                 f"({first_hit.kind}: {first_hit.evidence[:80]})", record=rec))
-            continue
-        image_hits_kept += bool(image_hits)
+            return
+        self.image_hits_kept += p.image_hit
+        if len(p.chunks) > 1:
+            self.records_chunked += 1
+            self.chunks_written += len(p.chunks)
+        sink.keep_as(p.chunks)
 
-        cleaned = {**rec, "text": text}
-        if phi:
-            cleaned["meta"] = {**rec["meta"], "phi_scrubbed": dict(sorted(phi.items()))}
-        out = chunk_record(cleaned, cfg.chunk.max_words, cfg.chunk.overlap_words)
-        if len(out) > 1:
-            records_chunked += 1
-            chunks_written += len(out)
-        sink.keep_as(out)
+    def extra(self, index: BenchmarkIndex) -> dict:
+        return {
+            **{f"phi_{k}": self.phi_total.get(k, 0) for k in PHI_KINDS},
+            "records_with_phi": self.records_with_phi,
+            "records_chunked": self.records_chunked,
+            "chunks_written": self.chunks_written,
+            "exact_dedup_unique": len(self.exact_first),
+            "near_dedup_indexed": len(self.near),
+            "near_dedup_bands": self.near.num_bands,
+            "near_dedup_candidates_checked": self.near.candidates_checked,
+            "images_unreadable": self.images_unreadable,
+            "decontam_report_rows": len(self.report),
+            "decontam_records_by_benchmark": dict(sorted(self.decontam_records.items())),
+            "decontam_image_hits_kept": self.image_hits_kept,
+            "benchmark_index": index.stats,
+        }
 
-    extra = {
-        **{f"phi_{k}": phi_total.get(k, 0) for k in PHI_KINDS},
-        "records_with_phi": records_with_phi,
-        "records_chunked": records_chunked,
-        "chunks_written": chunks_written,
-        "exact_dedup_unique": len(exact),
-        "near_dedup_indexed": len(near),
-        "near_dedup_bands": near.num_bands,
-        "near_dedup_candidates_checked": near.candidates_checked,
-        "images_unreadable": images_unreadable,
-        "decontam_report_rows": len(report),
-        "decontam_records_by_benchmark": dict(sorted(decontam_records.items())),
-        "decontam_image_hits_kept": image_hits_kept,
-        "benchmark_index": index.stats,
-    }
-    return extra, report
+
+def clean_records(pairs: Iterable[tuple[dict | None, dict | None]], sink, cfg: CleanConfig, *,
+                  index: BenchmarkIndex | None = None) -> tuple[dict, list[dict]]:
+    """Run the chain over `pairs` (from io.iter_records) into `sink`, in this process.
+
+    Returns (extra summary counts, decontamination report rows). `index` defaults to one built
+    from cfg (tests pass a prebuilt one to avoid rebuilding it).
+    """
+    index = index if index is not None else build_index(cfg)
+    prepare, decide = Preparer(cfg, index), Decider(cfg, sink)
+    for rec, rej in pairs:
+        decide.add(prepare(rec, rej))
+    return decide.extra(index), decide.report
+
+
+def prepare_shard(shard: Shard, shared: tuple[CleanConfig, BenchmarkIndex]) -> list[Prepared]:
+    """The engine's map function: every input of one shard through the per-record chain."""
+    cfg, index = shared
+    prepare = Preparer(cfg, index)
+    return [prepare(rec, rej) for rec, rej in iter_shard_records(shard)]
 
 
 def input_shards(cfg: CleanConfig) -> list[Path]:
@@ -263,13 +346,23 @@ def report_summary(report: list[dict], index_stats: dict, benchmarks_checked: di
 
 
 def clean_corpus(cfg: CleanConfig, shards: list[Path], sink, out: Path,
-                 index: BenchmarkIndex | None = None) -> tuple[dict, dict]:
-    """The stage's work: `shards` through the chain into `sink`, the decontamination index rebuilt
-    from the benchmark files (unless the caller built it first), and `out`/REPORT (one row per
-    record x benchmark item hit, sorted) and `out`/REPORT_SUMMARY written. Returns (summary
-    extras, report summary)."""
+                 index: BenchmarkIndex | None = None, engine: EngineConfig | None = None) -> tuple[dict, dict]:
+    """The stage's work: `shards` (the collect stage's part files) through the chain into `sink`,
+    the per-record part run by `engine` on shards of `engine.shard_records` records, the ordered
+    part here; the decontamination index rebuilt from the benchmark files (unless the caller built
+    it first), and `out`/REPORT (one row per record x benchmark item hit, sorted) and
+    `out`/REPORT_SUMMARY written. Returns (summary extras with `shards`, report summary)."""
+    engine = engine or EngineConfig(workers=1)
     index = index if index is not None else build_index(cfg)
-    extra, report = clean_records(iter_records(shards), sink, cfg, index=index)
+    plan = plan_jsonl_shards(shards, engine.shard_records)
+    decide, ledger = Decider(cfg, sink), ShardLedger(sink)
+    for shard, prepared in zip(plan.shards, map_shards(prepare_shard, plan.shards, cfg=engine,
+                                                       shared=(cfg, index))):
+        with ledger.shard(shard.index):
+            for p in prepared:
+                decide.add(p)
+    extra, report = decide.extra(index), decide.report
+    extra["shards"] = ledger.rows()
     report.sort(key=lambda r: (r["record_id"], r["benchmark"], r["benchmark_item"], r["kind"]))
     write_jsonl(out / REPORT, report)
     rsummary = report_summary(report, index.stats, index.checked)

@@ -6,6 +6,12 @@ input it had to quarantine (a bad file, a bad line, a QA pair without an answer)
 unit of input yields exactly one Item, so the collect stage's read == kept + rejected holds
 by construction. Connectors never raise on bad data; they raise only when the source as a
 whole is unusable (missing path, checksum mismatch), and then name the path.
+
+Memory stays bounded whatever the input: files are streamed, and every unit a connector holds
+whole is capped (SourceContext: `max_text_bytes` one text field or XML text node,
+`max_record_bytes` one line / block / citation, `max_file_bytes` a file parsed whole,
+`max_inflated_bytes` a compressed file after inflation). Input over a cap is quarantined as
+`text_too_large`, `line_too_large`, `record_too_large` or `file_too_large`.
 """
 
 from __future__ import annotations
@@ -18,7 +24,13 @@ from typing import Callable, Iterator
 
 from defusedxml import DefusedXmlException
 
-from tasks.common.io import file_sha256
+from tasks.common.io import (
+    MAX_FILE_BYTES,
+    MAX_INFLATED_BYTES,
+    MAX_RECORD_BYTES,
+    file_sha256,
+    read_capped,
+)
 from tasks.common.records import rejection
 from tasks.corpus.images import ImageStore
 
@@ -49,6 +61,9 @@ class SourceContext:
     images: ImageStore
     max_text_bytes: int
     license: str = ""
+    max_record_bytes: int = MAX_RECORD_BYTES
+    max_file_bytes: int = MAX_FILE_BYTES
+    max_inflated_bytes: int = MAX_INFLATED_BYTES
 
     def record_meta(self, **fields) -> dict:
         """Meta common to every record of this source (license travels with the data)."""
@@ -66,8 +81,6 @@ class SourceContext:
 
 
 Connector = Callable[[SourceContext], Iterator[Item]]
-
-
 
 
 def tree_sha256(path: Path) -> str:
@@ -98,9 +111,17 @@ def files_under(path: Path, patterns: tuple[str, ...]) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(path).as_posix())
 
 
-def read_bytes(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+def read_bytes(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """A file's bytes; InputTooLarge (reason `file_too_large`) above `max_bytes`."""
+    return read_capped(path, max_bytes)
+
+
+def too_large(path: Path, max_bytes: int) -> dict | None:
+    """A `file_too_large` rejection for a file over `max_bytes` on disk, checked before it is opened."""
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        return rejection("file_too_large", f"{size} bytes > {max_bytes}", locator=str(path))
+    return None
 
 
 def empty_file(path: Path) -> dict | None:

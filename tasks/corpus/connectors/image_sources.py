@@ -2,6 +2,10 @@
 
 Image records carry their structured attributes in `meta.attributes`; the "label -> caption
 -> instruction" synthesis of the CPT data stage starts from them.
+
+Memory is capped as in base.py: manifests, image files and DICOM files are refused above
+`max_file_bytes` before they are read, and so are .npz arrays whose inflated size (the zip
+entry's, and the one the array header declares) is above it.
 """
 
 from __future__ import annotations
@@ -9,13 +13,15 @@ from __future__ import annotations
 import json
 import warnings
 import zipfile
+import zlib
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from tasks.common.io import PathEscapeError, safe_join
+from tasks.common.io import InputTooLarge, PathEscapeError, safe_join
 from tasks.common.records import make_record, rejection
-from tasks.corpus.connectors.base import Item, SourceContext, files_under, read_bytes
+from tasks.corpus.connectors.base import Item, SourceContext, files_under, read_bytes, too_large
 from tasks.corpus.images import ImageError
 
 VQA_FIELDS = ("qid", "image_name", "question", "answer")
@@ -27,9 +33,12 @@ def read_vqa_rad(ctx: SourceContext) -> Iterator[Item]:
     manifest = ctx.path / "trainset.json" if ctx.path.is_dir() else ctx.path
     image_root = manifest.parent / "images"
     try:
-        items = json.loads(manifest.read_bytes())
+        items = json.loads(read_bytes(manifest, ctx.max_file_bytes))
         if not isinstance(items, list):
             raise ValueError("top level is not a list")
+    except InputTooLarge as e:
+        yield None, rejection(e.reason, e.detail, locator=str(manifest)), 0
+        return
     except (ValueError, OSError) as e:
         yield None, rejection("bad_json", f"{type(e).__name__}: {e}", locator=str(manifest)), 0
         return
@@ -40,11 +49,11 @@ def read_vqa_rad(ctx: SourceContext) -> Iterator[Item]:
             continue
         try:
             image_path = safe_join(image_root, str(item["image_name"]))
-            ref = ctx.images.put_bytes(read_bytes(image_path))
+            ref = ctx.images.put_bytes(read_bytes(image_path, ctx.max_file_bytes))
         except PathEscapeError as e:
             yield None, rejection("path_escapes_root", str(e), locator=loc), 0
             continue
-        except ImageError as e:
+        except (ImageError, InputTooLarge) as e:
             yield None, rejection(e.reason, e.detail, locator=loc), 0
             continue
         except OSError as e:
@@ -63,12 +72,46 @@ def read_vqa_rad(ctx: SourceContext) -> Iterator[Item]:
 PNEUMONIA_LABELS = {0: "normal", 1: "pneumonia"}
 
 
+NPZ_ARRAYS = ("train_images", "train_labels")
+
+
+def _npz_problem(path: Path, max_bytes: int) -> tuple[str, str] | None:
+    """(reason, detail) when this .npz must not go to np.load, else None.
+
+    np.load allocates what an array header declares before reading, and a few compressed bytes
+    can inflate to gigabytes: so the file must be a zip archive (a bare .npy would be loaded
+    whole), and both each array's zip entry size and its header's shape must fit `max_bytes`.
+    An archive damaged in ways this does not read is left to np.load, which names what is wrong.
+    """
+    if not zipfile.is_zipfile(path):
+        return "corrupt_file", "not a zip archive (.npz)"
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for name in NPZ_ARRAYS:
+                info = zf.getinfo(f"{name}.npy")
+                if info.file_size > max_bytes:
+                    return "file_too_large", f"{name}: {info.file_size} bytes inflated > {max_bytes}"
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    shape, _, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                       else np.lib.format.read_array_header_2_0(f))
+                declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if declared > max_bytes:
+                    return "file_too_large", f"{name}: header declares {declared} bytes > {max_bytes}"
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, zlib.error):
+        return None
+    return None
+
+
 def read_pneumoniamnist(ctx: SourceContext) -> Iterator[Item]:
     """The train split's 28x28 chest X-rays, the label as a structured attribute."""
+    if (problem := _npz_problem(ctx.path, ctx.max_file_bytes)) is not None:
+        yield None, rejection(*problem, locator=str(ctx.path)), 0
+        return
     try:
         with np.load(ctx.path, allow_pickle=False) as data:
             images, labels = data["train_images"], data["train_labels"].reshape(-1)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError, zlib.error) as e:
         yield None, rejection("corrupt_file", f"{type(e).__name__}: {e}", locator=str(ctx.path)), 0
         return
     if len(images) != len(labels):
@@ -109,10 +152,14 @@ def _jsonable(value):
     return str(value)
 
 
-def _dicom_pixels(ds) -> tuple[np.ndarray | None, str]:
-    """An 8-bit display image from the first frame, or None and why not."""
+def _dicom_pixels(ds, max_bytes: int) -> tuple[np.ndarray | None, str]:
+    """An 8-bit display image from the first frame, or None and why not. Compressed pixel data
+    decodes to every frame at once: its declared size is checked against `max_bytes` first."""
     if "PixelData" not in ds:
         return None, "no pixel data"
+    declared = _dicom_pixel_bytes(ds)
+    if declared > max_bytes:
+        return None, f"pixel data too large: {declared} bytes decoded > {max_bytes}"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -129,6 +176,17 @@ def _dicom_pixels(ds) -> tuple[np.ndarray | None, str]:
     return scaled.astype(np.uint8), ""
 
 
+def _dicom_pixel_bytes(ds) -> int:
+    """Bytes the decoded pixel data takes, from the header (0 when the header does not say)."""
+    try:
+        frames = int(ds.get("NumberOfFrames") or 1)
+        dims = (int(ds.get("Rows") or 0), int(ds.get("Columns") or 0), int(ds.get("SamplesPerPixel") or 1))
+        bits = int(ds.get("BitsAllocated") or 8)
+    except (TypeError, ValueError):
+        return 0
+    return max(frames, 1) * dims[0] * dims[1] * max(dims[2], 1) * max(-(-bits // 8), 1)
+
+
 def read_dicom(ctx: SourceContext) -> Iterator[Item]:
     """Header fields as structured attributes; the first frame as PNG when decodable."""
     import pydicom
@@ -137,6 +195,9 @@ def read_dicom(ctx: SourceContext) -> Iterator[Item]:
     for path in files_under(ctx.path, ("*.dcm",)):
         loc = str(path)
         size = path.stat().st_size
+        if (rej := too_large(path, ctx.max_file_bytes)) is not None:  # pydicom reads the file whole
+            yield None, rej, size
+            continue
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")  # kept in meta rather than spamming the log
@@ -148,7 +209,7 @@ def read_dicom(ctx: SourceContext) -> Iterator[Item]:
         if not attributes:
             yield None, rejection("no_attributes", "no technical header fields", locator=loc), size
             continue
-        arr, why = _dicom_pixels(ds)
+        arr, why = _dicom_pixels(ds, ctx.max_file_bytes)
         images = []
         if arr is not None:
             try:

@@ -7,17 +7,22 @@ review_sample.jsonl), which only reads the decisions and never changes them.
 
 Memory stays bounded on any corpus size: the loop only needs `BootstrapParams.pool_needed()` pool
 texts, drawn by seeded reservoir sampling in one pass; the scoring pass streams the shards again
-(the real-text evaluation keeps counts and fixed-size samples only).
+(the real-text evaluation keeps counts and fixed-size samples only), sharded: Ray workers
+(tasks/common/engine.py) score `engine.shard_records` records each, at most 2 x workers shards in
+flight, and the driver takes the decisions in input order.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import random
+import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal
 
 from tasks.common.config import resolve
+from tasks.common.engine import EngineConfig, Shard, ShardLedger, iter_shard_records, map_shards, plan_jsonl_shards
 from tasks.common.io import StageSink, file_sha256, iter_jsonl, iter_records, shard_paths, write_json
 from tasks.common.records import rejection
 from tasks.corpus.quality import classifier
@@ -104,13 +109,51 @@ def iter_rejected_texts(rejected_dir: Path, reasons: set[str]) -> Iterator[str]:
     return (text for _, text in iter_rejected_entries(rejected_dir, reasons))
 
 
+@dataclasses.dataclass(frozen=True)
+class ScoringModel:
+    """What a scoring worker needs: the trained model's bytes (shipped once through the object
+    store, so workers need no shared filesystem) and the pass-through rule."""
+    model_bytes: bytes
+    min_text_chars: int
+
+
+_MODELS: dict[str, Any] = {}        # per worker process: model sha256 -> loaded fastText model
+
+
+def load_scoring_model(shared: ScoringModel):
+    """The fastText model from its bytes, loaded once per process (fastText reads only files)."""
+    key = hashlib.sha256(shared.model_bytes).hexdigest()
+    if key not in _MODELS:
+        import fasttext
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "quality_model.bin"
+            path.write_bytes(shared.model_bytes)
+            _MODELS.clear()
+            _MODELS[key] = fasttext.load_model(str(path))
+    return _MODELS[key]
+
+
+def score_shard(shard: Shard, shared: ScoringModel) -> list[tuple[dict | None, dict | None, float | None]]:
+    """The engine's map function: (record, upstream rejection, P(high) or None for a pass-through)
+    for every input of one shard, in order; the threshold decision is the driver's."""
+    items = list(iter_shard_records(shard))
+    to_score = [rec["text"] for rec, rej in items if rej is None and not passthrough(rec, shared.min_text_chars)]
+    scores = iter(classifier.scores(load_scoring_model(shared), to_score)) if to_score else iter(())
+    return [(rec, rej, None if rej is not None or passthrough(rec, shared.min_text_chars) else next(scores))
+            for rec, rej in items]
+
+
 def quality_filter(cfg: QualityConfig, sink: StageSink, client: Any = None,
-                   on_round: Callable[[int, dict], None] | None = None) -> dict:
+                   on_round: Callable[[int, dict], None] | None = None,
+                   engine: EngineConfig | None = None) -> dict:
     """Run the stage from `cfg.in_dir` into `sink` (not closed here) and `sink.out_dir`
     (rounds.json, verifier_failures.json, quality_model.bin; with `real_eval.enabled`,
     real_holdout.json and review_sample.jsonl); returns the summary extras.
 
     `client` is the LLM client for `verifier: llm`; `on_round(round, metrics)` sees each round.
+    The bootstrap runs here; scoring every kept record is sharded by `engine` (workers load the
+    saved model), and the decisions are taken here in input order.
     """
     in_dir, out = resolve(cfg.in_dir), sink.out_dir
     labels = load_review_labels(cfg.real_eval)   # before the slow part: a bad file fails fast
@@ -130,37 +173,31 @@ def quality_filter(cfg: QualityConfig, sink: StageSink, client: Any = None,
     result.model.save_model(str(out / "quality_model.bin"))
 
     counts = {"scored": 0, "passthrough_images": 0}
-    batch: list[dict] = []
-
-    def flush() -> None:
-        for rec, s in zip(batch, classifier.scores(result.model, [r["text"] for r in batch])):
-            s = round(s, 4)
-            if s >= cfg.threshold:
-                sink.keep({**rec, "meta": {**rec["meta"], "quality_score": s}})
-            else:
-                sink.reject(rejection("low_quality", f"quality_score={s:.4f} < {cfg.threshold}",
-                                      record=rec))
-            if evaluation is not None:  # after the decision, which it only reads
-                evaluation.observe(rec, s)
-        counts["scored"] += len(batch)
-        batch.clear()
-
-    for rec, rej in iter_records(shard_paths(in_dir / "kept")):
-        sink.count_read()
-        if rej is not None:
-            flush()  # keep output order = input order
-            sink.reject(rej)
-        elif passthrough(rec, cfg.min_text_chars):
-            flush()
-            counts["passthrough_images"] += 1
-            sink.keep({**rec, "meta": {**rec["meta"], "quality_score": None}})
-        else:
-            batch.append(rec)
-            if len(batch) >= 2000:
-                flush()
-    flush()
+    engine = engine or EngineConfig(workers=1)
+    plan = plan_jsonl_shards(shard_paths(in_dir / "kept"), engine.shard_records)
+    shared = ScoringModel((out / "quality_model.bin").read_bytes(), cfg.min_text_chars)
+    ledger = ShardLedger(sink)
+    for shard, scored in zip(plan.shards, map_shards(score_shard, plan.shards, cfg=engine, shared=shared)):
+        with ledger.shard(shard.index):
+            for rec, rej, s in scored:    # input order: the decision and the evaluation see it
+                sink.count_read()
+                if rej is not None:
+                    sink.reject(rej)
+                elif s is None:
+                    counts["passthrough_images"] += 1
+                    sink.keep({**rec, "meta": {**rec["meta"], "quality_score": None}})
+                else:
+                    s = round(s, 4)
+                    if s >= cfg.threshold:
+                        sink.keep({**rec, "meta": {**rec["meta"], "quality_score": s}})
+                    else:
+                        sink.reject(rejection("low_quality", f"quality_score={s:.4f} < {cfg.threshold}",
+                                              record=rec))
+                    if evaluation is not None:  # after the decision, which it only reads
+                        evaluation.observe(rec, s)
+                    counts["scored"] += 1
     last = result.rounds[-1]
-    extra = {**counts, "rounds": len(result.rounds), "final_accuracy": round(last["accuracy"], 4),
+    extra = {**counts, "shards": ledger.rows(), "rounds": len(result.rounds), "final_accuracy": round(last["accuracy"], 4),
              "final_precision": round(last["precision"], 4), "final_recall": round(last["recall"], 4),
              "reached_target": result.reached_target, "stop_reason": result.stop_reason,
              "verifier": verifier.name, "verifier_failed": verifier.stats.get("failed", 0),
