@@ -75,6 +75,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", default="default")
     ap.add_argument("--stages", default="collect,clean,quality")
+    # per core by default: one worker, the stage in this process (engine.workers=2 ... for the Ray curve)
+    ap.add_argument("--engine", action="append", default=["engine.workers=1"],
+                    help="engine overrides passed to each stage, e.g. --engine engine.workers=2")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -83,7 +86,7 @@ def main() -> None:
         print(f"{'stage':<9}{'records':>9}{'MB':>8}{'s':>8}{'rec/s':>10}{'MB/s':>8}"
               f"{'base MB/s':>11}{'stage/base':>12}{'cpu s':>8}{'MB/cpu-s':>10}{'base MB/cpu-s':>15}")
         for stage in args.stages.split(","):
-            argv = [f"profile={args.profile}", f"out_dir={work / stage}"]
+            argv = [f"profile={args.profile}", f"out_dir={work / stage}", *args.engine]
             if stage != "collect":
                 argv.append(f"in_dir={work / {'clean': 'collect', 'quality': 'clean'}[stage]}")
             files = input_files(stage, work)
