@@ -31,13 +31,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
-import json
 import os
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
-from tasks.common.io import MAX_RECORD_BYTES, iter_bounded_lines
+from tasks.common.io import MAX_RECORD_BYTES, iter_bounded_lines, parse_jsonl_line
 from tasks.common.records import RecordError, rejection, validate_record
 
 S = TypeVar("S")
@@ -145,21 +144,9 @@ def iter_slice_jsonl(piece: JsonlSlice, max_line_bytes: int = MAX_RECORD_BYTES
             if offset >= piece.stop:
                 break
             offset += size
-            loc = f"{piece.path}:{piece.first_line + n - 1}"
-            if raw is None:
-                yield None, rejection("line_too_large", f"{size} bytes > {max_line_bytes}", locator=loc)
-                continue
-            if not raw.strip():
-                continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield None, rejection("invalid_utf8", str(e)[:200], locator=loc)
-                continue
-            try:
-                yield json.loads(line), None
-            except json.JSONDecodeError as e:
-                yield None, rejection("bad_json", f"{e.msg} at col {e.colno}", locator=loc)
+            parsed = parse_jsonl_line(raw, size, f"{piece.path}:{piece.first_line + n - 1}", max_line_bytes)
+            if parsed is not None:
+                yield parsed
 
 
 def iter_shard_records(shard: Shard, max_line_bytes: int = MAX_RECORD_BYTES

@@ -142,6 +142,23 @@ def iter_bounded_lines(f: BinaryIO, max_bytes: int) -> Iterator[tuple[int, bytes
         yield lineno, None, size
 
 
+def parse_jsonl_line(raw: bytes | None, size: int, loc: str, max_line_bytes: int
+                     ) -> tuple[dict | None, dict | None] | None:
+    """One line from `iter_bounded_lines`: (obj, None), (None, rejection), or None for a blank line."""
+    if raw is None:
+        return None, rejection("line_too_large", f"{size} bytes > {max_line_bytes}", locator=loc)
+    if not raw.strip():
+        return None
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return None, rejection("invalid_utf8", str(e)[:200], locator=loc)
+    try:
+        return json.loads(line), None
+    except json.JSONDecodeError as e:
+        return None, rejection("bad_json", f"{e.msg} at col {e.colno}", locator=loc)
+
+
 def iter_jsonl(path: str | os.PathLike, max_line_bytes: int = MAX_RECORD_BYTES
                ) -> Iterator[tuple[dict | None, dict | None]]:
     """Yield (obj, None) for each good line, (None, rejection) for each bad one.
@@ -152,21 +169,9 @@ def iter_jsonl(path: str | os.PathLike, max_line_bytes: int = MAX_RECORD_BYTES
     path = Path(path)
     with open(path, "rb") as f:
         for lineno, raw, size in iter_bounded_lines(f, max_line_bytes):
-            loc = f"{path}:{lineno}"
-            if raw is None:
-                yield None, rejection("line_too_large", f"{size} bytes > {max_line_bytes}", locator=loc)
-                continue
-            if not raw.strip():
-                continue
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                yield None, rejection("invalid_utf8", str(e)[:200], locator=loc)
-                continue
-            try:
-                yield json.loads(line), None
-            except json.JSONDecodeError as e:
-                yield None, rejection("bad_json", f"{e.msg} at col {e.colno}", locator=loc)
+            parsed = parse_jsonl_line(raw, size, f"{path}:{lineno}", max_line_bytes)
+            if parsed is not None:
+                yield parsed
 
 
 # Wall-clock figures differ from run to run. They go to MLflow and stdout, not into DVC outputs, so a
