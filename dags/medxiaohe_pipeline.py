@@ -47,6 +47,17 @@ STAGE_RETRIES = int(os.environ.get("MEDX_STAGE_RETRIES", "2"))
 RETRY_DELAY = timedelta(seconds=int(os.environ.get("MEDX_STAGE_RETRY_DELAY_S", "20")))
 PARENT_XCOM = "{{ ti.xcom_pull(task_ids='open_parent_run') }}"
 
+
+def stage_states(context) -> dict[str, str]:
+    """This DAG run's other task states, from the scheduler (empty where the runtime cannot ask)."""
+    ti = context["ti"]
+    try:
+        states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id])
+    except Exception:  # noqa: BLE001 - an in-process test runtime without a supervisor
+        return {}
+    return {t: str(s) for t, s in (states.get(ti.run_id) or {}).items() if t != ti.task_id}
+
+
 with DAG(
     dag_id="medxiaohe_pipeline",
     description="MedXIAOHE recipe: DVC stages scheduled by Airflow, tracked by MLflow",
@@ -84,15 +95,6 @@ with DAG(
         close_run(parent_run_id, "FAILED" if failed else "FINISHED")
         if failed:
             raise AirflowFailException(f"stage(s) failed: {', '.join(failed_tasks) or 'see the MLflow child runs'}")
-
-    def stage_states(context) -> dict[str, str]:
-        """This DAG run's task states, from the scheduler (empty where the runtime cannot ask)."""
-        ti = context["ti"]
-        try:
-            states = ti.get_task_states(dag_id=ti.dag_id, run_ids=[ti.run_id])
-        except Exception:  # noqa: BLE001 - an in-process test runtime without a supervisor
-            return {}
-        return {t: str(s) for t, s in (states.get(ti.run_id) or {}).items() if t != ti.task_id}
 
     graph = read_stage_graph(PROJECT_ROOT / "dvc.yaml")
     parent = open_parent_run()

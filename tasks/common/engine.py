@@ -36,8 +36,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
-from tasks.common.io import MAX_RECORD_BYTES, iter_bounded_lines, parse_jsonl_line
-from tasks.common.records import RecordError, rejection, validate_record
+from tasks.common.io import MAX_RECORD_BYTES, iter_bounded_lines, parse_jsonl_line, validated
 
 S = TypeVar("S")
 R = TypeVar("R")
@@ -51,6 +50,10 @@ class EngineConfig:
     address: str | None = None       # an existing Ray cluster (`ray://host:10001`, `auto`); None = local
     object_store_mb: int = 512       # local Ray's object store
     shard_records: int = 5000        # input records (non-blank lines) per shard
+
+    def in_process(self, n_shards: int) -> bool:
+        """True when `map_shards` runs the shards here, without Ray: one worker, or one shard."""
+        return self.workers <= 1 or n_shards <= 1
 
     def __post_init__(self) -> None:
         if self.workers < 1 or self.shard_records < 1 or self.object_store_mb < 80:
@@ -153,15 +156,7 @@ def iter_shard_records(shard: Shard, max_line_bytes: int = MAX_RECORD_BYTES
                        ) -> Iterator[tuple[dict | None, dict | None]]:
     """`io.iter_records` over a shard's lines: validated records, invalid ones as rejections."""
     for piece in shard.slices:
-        for obj, rej in iter_slice_jsonl(piece, max_line_bytes):
-            if rej is not None:
-                yield None, rej
-                continue
-            try:
-                yield validate_record(obj), None
-            except RecordError as e:
-                rec = obj if isinstance(obj, dict) else None
-                yield None, rejection(e.reason, e.detail, record=rec, locator=piece.path)
+        yield from validated(iter_slice_jsonl(piece, max_line_bytes), piece.path)
 
 
 # --------------------------------------------------------------------------- per-shard accounting
@@ -211,7 +206,7 @@ def map_shards(fn: Callable[[S, Any], R], shards: Sequence[S], *, cfg: EngineCon
     """`fn(shard, shared)` for every shard, results yielded in shard order (a generator: Ray is
     started on the first `next` and shut down when it is exhausted or closed)."""
     shards = list(shards)
-    if cfg.workers <= 1 or len(shards) <= 1:
+    if cfg.in_process(len(shards)):
         for shard in shards:
             yield fn(shard, shared)
         return

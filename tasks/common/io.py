@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
 from tasks.common.records import RecordError, rejection, validate_record
 
@@ -261,19 +261,25 @@ def head_jsonl(path: str | os.PathLike, n: int) -> list[dict]:
     return out
 
 
+def validated(pairs: Iterable[tuple[dict | None, dict | None]], locator: str
+              ) -> Iterator[tuple[dict | None, dict | None]]:
+    """`iter_jsonl` pairs as records: (record, None) for a valid one, (None, rejection) otherwise."""
+    for obj, rej in pairs:
+        if rej is not None:
+            yield None, rej
+            continue
+        try:
+            yield validate_record(obj), None
+        except RecordError as e:
+            rec = obj if isinstance(obj, dict) else None
+            yield None, rejection(e.reason, e.detail, record=rec, locator=locator)
+
+
 def iter_records(paths: list[Path], max_line_bytes: int = MAX_RECORD_BYTES
                  ) -> Iterator[tuple[dict | None, dict | None]]:
     """Yield validated records from JSONL shards; invalid ones come back as rejections."""
     for path in paths:
-        for obj, rej in iter_jsonl(path, max_line_bytes):
-            if rej is not None:
-                yield None, rej
-                continue
-            try:
-                yield validate_record(obj), None
-            except RecordError as e:
-                rec = obj if isinstance(obj, dict) else None
-                yield None, rejection(e.reason, e.detail, record=rec, locator=str(path))
+        yield from validated(iter_jsonl(path, max_line_bytes), str(path))
 
 
 def shard_paths(directory: str | os.PathLike) -> list[Path]:

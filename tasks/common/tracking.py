@@ -108,12 +108,13 @@ def child_runs(parent_run_id: str) -> list:
         filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'")
 
 
+def _stage_of(run) -> str:
+    return run.data.tags.get("stage", run.info.run_id)
+
+
 def latest_attempts(runs: list) -> dict[str, Any]:
     """Per stage, its latest child run: a stage task retried by the scheduler leaves one run per attempt."""
-    latest: dict[str, Any] = {}
-    for r in sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id)):
-        latest[r.data.tags.get("stage", r.info.run_id)] = r
-    return latest
+    return {_stage_of(r): r for r in sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))}
 
 
 def child_runs_failed(parent_run_id: str) -> bool:
@@ -123,7 +124,7 @@ def child_runs_failed(parent_run_id: str) -> bool:
     latest = latest_attempts(runs)
     client = _mlflow().MlflowClient()
     for r in runs:
-        if r.info.status == "RUNNING" and latest.get(r.data.tags.get("stage", r.info.run_id)) is not r:
+        if r.info.status == "RUNNING" and latest[_stage_of(r)] is not r:
             client.set_terminated(r.info.run_id, status="KILLED")
     return any(r.info.status != "FINISHED" for r in latest.values())
 

@@ -47,7 +47,10 @@ class ExactDedup:
 
     def check_add(self, record_id: str, text: str, image_hashes=()) -> str | None:
         """None if new (and remember it), else the id of the earlier record it duplicates."""
-        key = exact_key(text, image_hashes)
+        return self.check_add_key(record_id, exact_key(text, image_hashes))
+
+    def check_add_key(self, record_id: str, key: bytes) -> str | None:
+        """`check_add` with the key computed elsewhere (`exact_key`, e.g. in a shard worker)."""
         first = self._seen.get(key)
         if first is None:
             self._seen[key] = record_id
@@ -121,7 +124,11 @@ class NearDedup:
 
     def check_add(self, record_id: str, text: str) -> tuple[str, float] | None:
         """None if not a near-duplicate (and index it), else (earlier id, estimated Jaccard)."""
-        m = self.minhash(text)
+        return self.check_add_signature(record_id, self.minhash(text))
+
+    def check_add_signature(self, record_id: str, m: RMinHash | None) -> tuple[str, float] | None:
+        """`check_add` with the signature computed elsewhere (`minhash`, e.g. in a shard worker);
+        None for a text without shingles."""
         if m is None:
             return None
         for key in sorted(self._lsh.query(m)):  # sorted: earliest kept record wins

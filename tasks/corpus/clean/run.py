@@ -35,7 +35,7 @@ from tasks.common.records import rejection
 from tasks.corpus.clean import filters
 from tasks.corpus.clean.chunking import chunk_record
 from tasks.corpus.clean.decontam import BUNDLED, BenchmarkIndex, Hit
-from tasks.corpus.clean.dedup import NearDedup, exact_key
+from tasks.corpus.clean.dedup import ExactDedup, NearDedup, exact_key
 from tasks.corpus.clean.normalize import normalize_text
 from tasks.corpus.clean.phi import KINDS as PHI_KINDS
 from tasks.corpus.clean.phi import scrub_phi
@@ -204,32 +204,15 @@ class Preparer:
         return p
 
 
-class PresignedNearDedup(NearDedup):
-    """NearDedup fed signatures computed elsewhere (by the workers): `check_add` asks `minhash`
-    for the signature, which returns the one handed over with `check_add_signed`."""
-
-    _signature: Any = None
-
-    def minhash(self, text: str):
-        return self._signature
-
-    def check_add_signed(self, record_id: str, signature) -> tuple[str, float] | None:
-        self._signature = signature
-        try:
-            return self.check_add(record_id, "")
-        finally:
-            self._signature = None
-
-
 class Decider:
     """The ordered part of the chain, in the driver: exact and near dedup (first occurrence in
     input order wins), the decontamination decision, kept or rejected into the sink, the report."""
 
     def __init__(self, cfg: CleanConfig, sink):
         self.cfg, self.sink = cfg, sink
-        self.exact_first: dict[bytes, str] = {}
-        self.near = PresignedNearDedup(cfg.minhash.threshold, cfg.minhash.num_perm, cfg.minhash.shingle_words,
-                                       seed=cfg.seed, num_bands=cfg.minhash.num_bands)
+        self.exact = ExactDedup()
+        self.near = NearDedup(cfg.minhash.threshold, cfg.minhash.num_perm, cfg.minhash.shingle_words,
+                              seed=cfg.seed, num_bands=cfg.minhash.num_bands)
         self.phi_total: Counter = Counter()
         self.records_with_phi = self.chunks_written = self.records_chunked = self.images_unreadable = 0
         self.image_hits_kept = 0
@@ -249,13 +232,12 @@ class Decider:
         if p.filtered is not None:
             sink.reject(p.filtered)
             return
-        first = self.exact_first.get(p.exact_key)
+        first = self.exact.check_add_key(rec["id"], p.exact_key)
         if first is not None:
             sink.reject(rejection("exact_duplicate", f"duplicate of {first}", record=rec))
             return
-        self.exact_first[p.exact_key] = rec["id"]
         if not p.structured:
-            dup = self.near.check_add_signed(rec["id"], p.minhash)
+            dup = self.near.check_add_signature(rec["id"], p.minhash)
             if dup is not None:
                 sink.reject(rejection("near_duplicate",
                                       f"near-duplicate of {dup[0]} (estimated Jaccard {dup[1]:.3f})",
@@ -285,7 +267,7 @@ class Decider:
             "records_with_phi": self.records_with_phi,
             "records_chunked": self.records_chunked,
             "chunks_written": self.chunks_written,
-            "exact_dedup_unique": len(self.exact_first),
+            "exact_dedup_unique": len(self.exact),
             "near_dedup_indexed": len(self.near),
             "near_dedup_bands": self.near.num_bands,
             "near_dedup_candidates_checked": self.near.candidates_checked,

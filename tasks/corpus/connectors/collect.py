@@ -146,7 +146,7 @@ def collect(cfg: CollectConfig, sink: StageSink, images: ImageStore,
     per_source: dict[str, Counter] = {}
     seen_ids: set[str] = set()  # ids derive from content: a repeat is the same record twice
     ledger = ShardLedger(sink)
-    if engine.workers <= 1 and not engine.address:
+    if engine.in_process(len(shards)):
         # in the stage's process: stream each connector straight into the sink and the image store,
         # one item in memory at a time (a worker instead returns its source whole)
         results = ((shard, iter_source(shard, images)) for shard in shards)
